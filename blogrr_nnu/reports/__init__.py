@@ -1,0 +1,1 @@
+"""Free-text radiology reports -> findings -> Hammers atlas regions -> pseudo-label masks."""

@@ -1,0 +1,1 @@
+"""blogrr_nnu.inference: see DESIGN.md section 2."""

@@ -1,0 +1,1 @@
+"""blogrr_nnu.planners: see DESIGN.md section 2."""

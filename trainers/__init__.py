@@ -1,0 +1,1 @@
+"""blogrr_nnu.trainers: see DESIGN.md section 2."""
