@@ -1,0 +1,103 @@
+"""``plan_and_preprocess``: verification -> fingerprint (+ registration) -> plans -> preprocessed data."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from blogrr_nnu.image_io import atomic_write
+from blogrr_nnu.paths import preprocessed_root, raw_root, resolve_dataset
+from blogrr_nnu.planners.fingerprint import extract_fingerprint
+from blogrr_nnu.planners.planner import PLANS_NAME, BlogrrPlanner
+from blogrr_nnu.planners.preprocessing import ConfigTarget, preprocess_dataset
+from blogrr_nnu.verify import require_valid
+
+logger = logging.getLogger(__name__)
+
+GPU_CONFIGS = ("2d", "3d_fullres", "3d_lowres")
+CPU_CONFIGS = ("3d_cpu", "2d_cpu")
+
+
+def default_configurations() -> list[str]:
+    """nnU-Net's set on a machine with a CUDA GPU, the CPU variants otherwise."""
+    import torch
+
+    return list(GPU_CONFIGS if torch.cuda.is_available() else CPU_CONFIGS)
+
+
+def load_plans(preprocessed_folder: str | Path) -> dict:
+    """Read ``blogrr_plans.json`` of a preprocessed dataset folder."""
+    path = Path(preprocessed_folder) / f"{PLANS_NAME}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run `blogrr_plan_and_preprocess -d {Path(preprocessed_folder).name}` first")
+    return json.loads(path.read_text())
+
+
+def spacing_xyz(plans: dict, configuration: str) -> tuple[float, float, float]:
+    """The configuration's voxel spacing along template X, Y, Z."""
+    stored = plans["configurations"][configuration]["spacing_3d"]
+    return tuple(float(stored[i]) for i in plans["transpose_backward"])
+
+
+def plan_and_preprocess(dataset: str | int, configurations: list[str] | None = None, *, num_processes: int = 1,
+                        gpu_memory_target_gb: float = 8.0, overwrite: bool = False, raw: str | None = None,
+                        preprocessed: str | None = None, seed: int = 0) -> Path:
+    """Run the whole first stage; returns the dataset's preprocessed folder.
+
+    Args:
+        dataset: id, folder name or name of a raw dataset.
+        configurations: which configurations to preprocess (default: :func:`default_configurations`);
+            all configurations are always planned.
+        num_processes: worker processes.
+        gpu_memory_target_gb: memory target of the GPU configurations.
+        overwrite: redo registrations and preprocessed cases that exist.
+        raw, preprocessed: root folders (default: environment, see :mod:`blogrr_nnu.paths`).
+        seed: registration sampling seed.
+
+    Raises:
+        DatasetVerificationError: the raw dataset has errors (nothing is written).
+        ValueError: an unknown configuration was asked for.
+    """
+    raw_folder = resolve_dataset(dataset, raw_root(raw))
+    result = require_valid(raw_folder, num_processes)  # nothing is written before this passes
+    dj = result.dataset_json
+    out = preprocessed_root(preprocessed) / raw_folder.name
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "dataset.json", lambda tmp: shutil.copyfile(raw_folder / "dataset.json", tmp))
+
+    cases = result.cases
+    train = cases["healthy"] + cases["tumor"]
+    test_labelled = [c for c in cases["test"] if c.label is not None]
+    fingerprint = extract_fingerprint(train + test_labelled, dj["channel_names"], out / "registration",
+                                      out / "dataset_fingerprint.json", num_processes=num_processes, seed=seed,
+                                      overwrite=overwrite)
+    plans = BlogrrPlanner(raw_folder.name, dj, fingerprint, out, gpu_memory_target_gb).plan_experiment()
+
+    wanted = configurations or default_configurations()
+    unknown = [c for c in wanted if c not in plans["configurations"]]
+    if unknown:
+        raise ValueError(f"unknown configuration(s) {', '.join(unknown)}; planned: {', '.join(plans['configurations'])}")
+    targets = [ConfigTarget(c, out / plans["configurations"][c]["data_identifier"], spacing_xyz(plans, c),
+                            list(plans["configurations"][c]["patch_size"])) for c in wanted]
+    registrations = {c.case_id: json.loads((out / "registration" / f"{c.case_id}.json").read_text())
+                     for c in train + test_labelled}
+    status = preprocess_dataset(train + test_labelled, registrations, targets, plans["transpose_forward"],
+                                num_processes=num_processes, overwrite=overwrite)
+    done = sum(v == "done" for s in status.values() for v in s.values() if isinstance(v, str))
+    logger.info("preprocessed %d case-configuration(s) into %s", done, out)
+    return out
+
+
+def summary_table(plans: dict) -> str:
+    """Plain-text table of the planned configurations."""
+    rows = ["configuration | device | spacing (mm, stored order) | patch | batch | features | memory estimate (GB)",
+            "---|---|---|---|---|---|---"]
+    for name, c in plans["configurations"].items():
+        feats = c["architecture"]["arch_kwargs"]["features_per_stage"]
+        rows.append(f"{name} | {c['blogrr']['device_class']} | {np.round(c['spacing'], 2).tolist()} | "
+                    f"{list(c['patch_size'])} | {c['batch_size']} | {feats[0]}-{feats[-1]} | "
+                    f"{c['blogrr']['memory_estimate_gb']:.2f}")
+    return "\n".join(rows)
