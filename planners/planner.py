@@ -38,6 +38,7 @@ TRANSPOSE_FORWARD = [2, 0, 1]  # template (X, Y, Z) -> stored (Z, X, Y): axial s
 REF_NOISE_STD_01 = 0.2
 REF_NOISE_CELL_MM = 15.0
 REF_SMOOTH_SIGMA_MM = 7.5
+REF_SMOOTH_RADIUS_MM = 3.75  # the reference's 5x5 kernel: +-2 px of 1.875 mm
 REF_SIGMOID_STEEPNESS_01 = 50.0
 REF_ERROR_TOLERANCE_WEIGHT = 0.5
 # CPU variants: nnU-Net's topology with these widths and spacings (DESIGN.md section 6 measured
@@ -167,6 +168,8 @@ class BlogrrPlanner(ExperimentPlanner):
             },
             "anomaly_sigma_mm": REF_SMOOTH_SIGMA_MM,
             "anomaly_sigma_voxels": (REF_SMOOTH_SIGMA_MM / spacing).tolist(),
+            "anomaly_kernel_radius_mm": REF_SMOOTH_RADIUS_MM,
+            "anomaly_kernel_radius_voxels": np.maximum(1, np.round(REF_SMOOTH_RADIUS_MM / spacing)).astype(int).tolist(),
             "sigmoid_steepness": REF_SIGMOID_STEEPNESS_01 / float(np.mean(ranges)),
             "error_tolerance_weight": REF_ERROR_TOLERANCE_WEIGHT,
             "threshold_net": {"input_size": t_size, "input_spacing": t_spacing,
