@@ -1,0 +1,58 @@
+"""``blogrr_plan_and_preprocess``: fingerprint, plans and preprocessed data of a raw dataset."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="blogrr_plan_and_preprocess",
+        description="Verify a raw dataset, register every case to the MNI template, fingerprint the dataset, "
+        "plan 2d / 3d_fullres (/ 3d_lowres) and CPU configurations, and preprocess the chosen ones "
+        "(template-aligned, cropped, normalised arrays with brain mask, report pseudo-label and ground truth).",
+        epilog="examples:\n  blogrr_plan_and_preprocess -d 501\n  blogrr_plan_and_preprocess -d 501 -c 3d_cpu -np 2\n"
+        "  blogrr_plan_and_preprocess -d Dataset501_BlogrrDemo -c 2d 3d_fullres --gpu_memory_target 24",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-d", "--dataset", required=True, help="dataset id, folder name or name")
+    parser.add_argument("-c", "--configurations", nargs="+", default=None,
+                        help="configurations to preprocess (default: 2d 3d_fullres 3d_lowres with a CUDA GPU, "
+                        "3d_cpu 2d_cpu without); all are planned")
+    parser.add_argument("-np", "--num_processes", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--gpu_memory_target", type=float, default=8.0, help="GPU memory target in GB (default 8)")
+    parser.add_argument("--verify_dataset_integrity", action="store_true",
+                        help="accepted for nnU-Net compatibility: verification always runs first")
+    parser.add_argument("--overwrite", action="store_true", help="redo registrations and finished cases")
+    parser.add_argument("--raw", default=None, help="raw root (default: $BLOGRR_raw, $nnUNet_raw, ./blogrr_data/raw)")
+    parser.add_argument("--preprocessed", default=None, help="preprocessed root (default: $BLOGRR_preprocessed, ...)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the registration sampling (default 0)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    from blogrr_nnu.paths import DatasetNotFoundError
+    from blogrr_nnu.planners.api import load_plans, plan_and_preprocess, summary_table
+    from blogrr_nnu.verify import DatasetVerificationError
+
+    try:
+        out = plan_and_preprocess(args.dataset, args.configurations, num_processes=max(1, args.num_processes),
+                                  gpu_memory_target_gb=args.gpu_memory_target, overwrite=args.overwrite,
+                                  raw=args.raw, preprocessed=args.preprocessed, seed=args.seed)
+    except DatasetVerificationError as exc:
+        print(f"blogrr_plan_and_preprocess: the dataset has errors, nothing was written:\n{exc}", file=sys.stderr)
+        return 1
+    except (DatasetNotFoundError, ValueError, FileNotFoundError) as exc:
+        print(f"blogrr_plan_and_preprocess: {exc}", file=sys.stderr)
+        return 2
+    print(summary_table(load_plans(out)))
+    print(f"\npreprocessed data and plans: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
