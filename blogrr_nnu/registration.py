@@ -163,7 +163,8 @@ def _register(image: np.ndarray, geometry: Geometry, template_spacing: float, se
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(0.2, seed)
+    # SimpleITK reads a sampling seed of 0 as "seed from the clock": shift seeds into 1..2^31-1.
+    reg.SetMetricSamplingPercentage(0.2, int(seed) % (2**31 - 2) + 1)
     reg.SetMetricFixedMask(fixed_mask)
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-4, numberOfIterations=iterations,
