@@ -115,6 +115,7 @@ NORMAL_BACKWARD = re.compile(r"""
   | \b(?:normal|unremarkable)\s+(?:in\s+)?(?:size|calibre|caliber|appearances?|signal|volume|morphology|configuration|position)\b
   | \b(?:normal|unremarkable|intact|preserved)\b(?=\s*(?:[.;]|$))
   | :\s*(?:normal|unremarkable|no\s+abnormality(?:\s+detected)?|nad|nil|clear|negative|none)\b
+  | ,\s*(?:(?:most\s+)?likely\s+|probably\s+)?an?\s+(?:normal|physiological|physiologic)\s+(?:finding|variant)\b
 """, _F)
 
 MASS_EFFECT_FORWARD = re.compile(r"""
