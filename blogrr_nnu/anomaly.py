@@ -23,22 +23,23 @@ def coarse_noise(shape: Sequence[int], grid: Sequence[int], std: Sequence[float]
         std: noise standard deviation per channel.
         roll: roll each sample by a random offset of up to one cell per axis, so the cell borders do
             not always fall on the same voxels.
-        generator: torch generator (seeded by the caller for reproducibility).
+        generator: a CPU torch generator (seeded by the caller); the few coarse values are drawn on
+            the CPU so that CPU, CUDA and MPS runs draw the same noise.
+        device: where the upsampled noise is made.
 
     Returns:
-        Noise tensor of ``shape`` (float32).
+        Noise tensor of ``shape`` (float32) on ``device``.
     """
     b, c, *spatial = [int(s) for s in shape]
     dims = len(spatial)
-    coarse = torch.randn((b, c, *[int(g) for g in grid]), generator=generator, device=device)
-    coarse = coarse * torch.as_tensor(list(std), dtype=torch.float32, device=device).view(1, c, *([1] * dims))
+    coarse = torch.randn((b, c, *[int(g) for g in grid]), generator=generator)
+    coarse = coarse * torch.as_tensor(list(std), dtype=torch.float32).view(1, c, *([1] * dims))
     mode = "trilinear" if dims == 3 else "bilinear"
-    noise = F.interpolate(coarse, size=spatial, mode=mode, align_corners=False)
+    noise = F.interpolate(coarse.to(device), size=spatial, mode=mode, align_corners=False)
     if roll:
         cell = [max(1, s // int(g)) for s, g in zip(spatial, grid)]
-        shifts = torch.stack([torch.randint(0, cs, (b,), generator=generator, device=device) for cs in cell], 1)
-        noise = torch.stack([torch.roll(noise[i], tuple(int(v) for v in shifts[i]), tuple(range(1, dims + 1)))
-                             for i in range(b)])
+        shifts = torch.stack([torch.randint(0, cs, (b,), generator=generator) for cs in cell], 1).tolist()
+        noise = torch.stack([torch.roll(noise[i], tuple(shifts[i]), tuple(range(1, dims + 1))) for i in range(b)])
     return noise
 
 

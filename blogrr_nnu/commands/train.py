@@ -1,0 +1,76 @@
+"""``blogrr_train DATASET FOLD``: train BLOGRR (or the DAE baseline) on a preprocessed dataset."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="blogrr_train",
+        description="Train the reconstruction and threshold networks of BLOGRR (bi-level loop) on a preprocessed "
+        "dataset, as nnUNetv2_train does. Checkpoints, progress.png, training log and run_config.json go to "
+        "$BLOGRR_results/DatasetXXX_Name/<Trainer>__blogrr_plans__<config>/fold_<FOLD>/.",
+        epilog="examples:\n  blogrr_train 501 0\n  blogrr_train 501 0 -c 3d_cpu --epochs 5\n"
+        "  blogrr_train 501 all -c 3d_fullres -device cuda -num_gpus 2\n  blogrr_train 501 0 --c      # resume\n"
+        "  blogrr_train 501 0 -tr dae   # DAE baseline (no threshold network)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("dataset", help="dataset id, folder name or name")
+    parser.add_argument("fold", help="fold 0-4, or 'all'")
+    parser.add_argument("-c", "--configuration", default=None,
+                        help="configuration (default: 3d_fullres with a GPU, 3d_cpu without)")
+    parser.add_argument("-tr", "--trainer", default="blogrr", choices=["blogrr", "dae"], help="trainer (default blogrr)")
+    parser.add_argument("-device", default=None, choices=["cpu", "cuda", "mps"],
+                        help="device (default: cuda if available, else cpu)")
+    parser.add_argument("--c", dest="continue_training", action="store_true", help="continue from the latest checkpoint")
+    parser.add_argument("--val", dest="validation_only", action="store_true", help="only run validation of a trained fold")
+    parser.add_argument("--epochs", type=int, default=None, help="outer epochs (default: 100 GPU / 12 CPU configs)")
+    parser.add_argument("--iters", type=int, default=None, help="lower-loop iterations per epoch")
+    parser.add_argument("--upper_iters", type=int, default=None, help="upper-loop iterations per epoch")
+    parser.add_argument("--threshold_input", default=None, choices=["image", "image+anomaly"],
+                        help="what the threshold network sees (default image+anomaly)")
+    parser.add_argument("-num_gpus", type=int, default=1, help="DDP processes (nnU-Net style); gloo on CPU")
+    parser.add_argument("--preprocessed", default=None, help="preprocessed root (default $BLOGRR_preprocessed ...)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    import torch
+
+    from blogrr_nnu.paths import DatasetNotFoundError
+    from blogrr_nnu.trainers.checkpoint import UnsafeCheckpointError
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        print("blogrr_train: -device cuda asked for, but no CUDA GPU is available (use -device cpu)", file=sys.stderr)
+        return 2
+    kw = dict(trainer=args.trainer, device=device, threshold_input=args.threshold_input, epochs=args.epochs,
+              iters=args.iters, upper_iters=args.upper_iters, preprocessed=args.preprocessed,
+              continue_training=args.continue_training, validation_only=args.validation_only)
+    try:
+        if args.num_gpus > 1:
+            from blogrr_nnu.trainers.ddp import launch
+
+            launch(args.num_gpus, args.dataset, args.fold, args.configuration, **kw)
+            return 0
+        from blogrr_nnu.trainers.ddp import maybe_init_from_env
+        from blogrr_nnu.trainers.api import run
+
+        maybe_init_from_env(device)
+        tr = run(args.dataset, args.fold, args.configuration, **kw)
+    except (DatasetNotFoundError, ValueError, FileNotFoundError, UnsafeCheckpointError) as exc:
+        print(f"blogrr_train: {exc}", file=sys.stderr)
+        return 2
+    if args.validation_only:
+        print({k: round(v, 4) for k, v in tr.validation_metrics.items()})
+    print(f"run folder: {tr.output_folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""BlogrrTrainer on tiny template-made data: R learns, T learns, exact resume, safe checkpoints, DDP."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from blogrr_nnu.planners.api import plan_and_preprocess
+from blogrr_nnu.trainers.api import build_trainer, resume
+from blogrr_nnu.trainers.checkpoint import UnsafeCheckpointError, load_checkpoint, save_checkpoint
+from template_cases import write_template_dataset
+
+CONFIG = "3d_cpu"
+DATASET = "Dataset981_TrainTiny"
+
+
+@pytest.fixture(scope="module")
+def pre_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    write_template_dataset(root / "raw", name=DATASET, n_healthy=5, n_tumor=5, n_test=0, spacing=6.0, seed=3)
+    plan_and_preprocess(DATASET, [CONFIG], raw=str(root / "raw"), preprocessed=str(root / "pre"), num_processes=2)
+    return root
+
+
+@pytest.fixture
+def env(pre_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("BLOGRR_preprocessed", str(pre_root / "pre"))
+    monkeypatch.setenv("BLOGRR_results", str(tmp_path / "results"))
+    monkeypatch.delenv("nnUNet_preprocessed", raising=False)
+    monkeypatch.delenv("nnUNet_results", raising=False)
+    return tmp_path
+
+
+def _trainer(epochs=1, iters=4, upper=3, fold=0, **kw):
+    return build_trainer(DATASET, fold, CONFIG, device="cpu", epochs=epochs, iters=iters, upper_iters=upper, **kw)
+
+
+def _weights(tr):
+    return {**{f"R.{k}": v.clone() for k, v in tr.network.state_dict().items()},
+            **{f"T.{k}": v.clone() for k, v in tr.threshold_network.state_dict().items()}}
+
+
+def test_reconstruction_error_on_held_out_healthy_drops(env):
+    tr = _trainer(epochs=3, iters=6, upper=2)
+    tr.on_train_start()
+    assert tr.keys["healthy_val"], "fold 0 must hold out a healthy case"
+    before = tr.run_validation()["val_healthy_mse"]
+    tr.run_training()
+    after = tr.progress["val_healthy_mse"][-1]
+    assert after < 0.7 * before, (before, after)
+    # progress, checkpoints and the plot are in the run folder
+    names = set(os.listdir(tr.output_folder))
+    assert {"checkpoint_final.pth", "progress.png", "progress.json"} <= names and "checkpoint_latest.pth" not in names
+    assert len(tr.progress["epoch"]) == 3
+
+
+def test_threshold_moves_toward_the_dice_optimal_value(env):
+    tr = _trainer()
+    tr.on_train_start()
+    tr.threshold_lr_factor = 10.0
+    for g in tr.threshold_optimizer.param_groups:
+        g["lr"] = tr.initial_lr * tr.threshold_lr_factor
+    size = tr.blogrr["threshold_net"]["input_size"]
+    # Constructed cases: A is a ramp along one axis, the pseudo-label is A > 0.3 * tau_max, so the Dice-optimal
+    # threshold is known.
+    tau_max = tr.threshold_network.tau_max
+    ramp = torch.linspace(0, 0.6 * tau_max, size[0]).view(1, -1, 1, 1).expand(1, *size).clone()
+    target = (ramp > 0.3 * tau_max).float()
+    brain = torch.ones_like(ramp)
+    inp = torch.cat([torch.zeros(tr.num_input_channels, *size), ramp], 0)
+    tr._upper_cache = lambda: [(inp[None][0:1], ramp[None], target[None], brain[None])] * 4
+    # start far below the optimum
+    tr.tau_initialised = True
+    with torch.no_grad():
+        tr.threshold_network.head.bias.fill_(float(np.log(0.05 / 0.95)))
+    start = float(tr.threshold_network(inp[None]))
+    tr.num_upper_iterations_per_epoch = 60
+    tr.run_upper_loop(0)
+    end = float(tr.threshold_network(inp[None]))
+    optimum = 0.3 * tau_max
+    assert abs(end - optimum) < 0.5 * abs(start - optimum), (start, end, optimum)
+
+
+def test_resume_after_kill_matches_uninterrupted_run(env, monkeypatch):
+    monkeypatch.setenv("BLOGRR_results", str(env / "uninterrupted"))
+    straight = _trainer(epochs=2, iters=3, upper=2)
+    straight.run_training()
+    expected = _weights(straight)
+
+    monkeypatch.setenv("BLOGRR_results", str(env / "killed"))
+    killed = _trainer(epochs=2, iters=3, upper=2)
+    original = killed.run_lower_loop
+
+    def dying(epoch):
+        if epoch == 1:  # die in the middle of the second epoch, after some steps
+            killed.num_iterations_per_epoch = 2
+            original(epoch)
+            raise KeyboardInterrupt("simulated kill")
+        return original(epoch)
+
+    killed.run_lower_loop = dying
+    with pytest.raises(KeyboardInterrupt):
+        killed.run_training()
+    assert os.path.isfile(os.path.join(killed.output_folder, "checkpoint_latest.pth"))
+
+    resumed = _trainer(epochs=2, iters=3, upper=2)
+    assert resume(resumed) == "checkpoint_latest.pth" and resumed.current_epoch == 1
+    resumed.run_training()
+    got = _weights(resumed)
+    assert got.keys() == expected.keys()
+    for k in expected:
+        assert torch.equal(got[k], expected[k]), k
+    assert resumed.progress["lower_loss"] == pytest.approx(straight.progress["lower_loss"])
+
+
+def test_checkpoints_hold_only_safe_types_and_pickled_objects_are_refused(env, tmp_path):
+    tr = _trainer()
+    tr.initialize()
+    path = tmp_path / "ok.pth"
+    tr.save_checkpoint(str(path))
+    ckpt = torch.load(path, weights_only=True)  # would raise if anything but tensors/numbers/strings were inside
+    assert set(ckpt) >= {"network_weights", "threshold_weights", "optimizer_state", "progress"}
+    bad = dict(ckpt, payload=np.random.default_rng(0))  # an arbitrary pickled object
+    torch.save(bad, tmp_path / "bad.pth")
+    with pytest.raises(UnsafeCheckpointError, match="refused to load"):
+        load_checkpoint(tmp_path / "bad.pth")
+    (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(UnsafeCheckpointError):
+        load_checkpoint(tmp_path / "garbage.pth")
+
+
+def _ddp_worker(rank, world, port, pre, results, out):
+    import torch.distributed as dist
+
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "BLOGRR_preprocessed": pre,
+                       "BLOGRR_results": results})
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        tr = _trainer(iters=1)
+        tr.on_train_start()
+        init = {k: v.clone() for k, v in tr.network.module.state_dict().items()}
+        tr.run_lower_loop(0)
+        state = tr.network.module.state_dict()
+        torch.save({"init": init, "after": state, "batch": tr.batch_size}, os.path.join(out, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_hold_identical_weights(pre_root, tmp_path):
+    import torch.multiprocessing as mp
+
+    from blogrr_nnu.trainers.ddp import free_port
+
+    mp.spawn(_ddp_worker, args=(2, free_port(), str(pre_root / "pre"), str(tmp_path / "res"), str(tmp_path)),
+             nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert r0["batch"] + r1["batch"] == 2  # the plans' batch of 2 is split over the two ranks
+    changed = [k for k in r0["after"] if not torch.equal(r0["after"][k], r0["init"][k])]
+    assert changed, "one step must change the weights"
+    for k in r0["after"]:
+        assert torch.equal(r0["after"][k], r1["after"][k]), k

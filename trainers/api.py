@@ -1,0 +1,117 @@
+"""``train``: build a trainer from the plans (classes, not names), resume, override, run; DDP launch."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from blogrr_nnu.image_io import atomic_write
+from blogrr_nnu.paths import preprocessed_root, resolve_dataset
+from blogrr_nnu.planners.api import load_plans
+from blogrr_nnu.trainers.blogrr_trainer import BlogrrTrainer, DAETrainer, THRESHOLD_INPUTS
+
+logger = logging.getLogger(__name__)
+
+TRAINERS = {"blogrr": BlogrrTrainer, "dae": DAETrainer}
+
+
+def default_configuration(device: torch.device) -> str:
+    """3d_fullres on a GPU, the CPU variant 3d_cpu otherwise."""
+    return "3d_fullres" if device.type in ("cuda", "mps") else "3d_cpu"
+
+
+def build_trainer(dataset: str | int, fold: int | str, configuration: str | None = None, *, trainer: str = "blogrr",
+                  device: str = "cpu", threshold_input: str | None = None, epochs: int | None = None,
+                  iters: int | None = None, upper_iters: int | None = None,
+                  preprocessed: str | None = None) -> BlogrrTrainer:
+    """Instantiate a trainer for a preprocessed dataset, with overrides applied.
+
+    Raises:
+        ValueError / FileNotFoundError: unknown trainer, configuration, fold or missing preprocessing.
+    """
+    if trainer not in TRAINERS:
+        raise ValueError(f"unknown trainer {trainer!r}; choose one of {', '.join(TRAINERS)}")
+    if threshold_input is not None and threshold_input not in THRESHOLD_INPUTS:
+        raise ValueError(f"threshold_input must be one of {THRESHOLD_INPUTS}")
+    dev = torch.device(device)
+    if preprocessed:
+        os.environ["BLOGRR_preprocessed"] = str(Path(preprocessed).resolve())
+    folder = resolve_dataset(dataset, preprocessed_root())
+    plans = load_plans(folder)
+    configuration = configuration or default_configuration(dev)
+    if configuration not in plans["configurations"]:
+        raise ValueError(f"configuration {configuration!r} is not in the plans ({', '.join(plans['configurations'])})")
+    data_folder = folder / plans["configurations"][configuration]["data_identifier"]
+    if not any(data_folder.glob("*.pkl")):
+        raise FileNotFoundError(f"{data_folder} holds no preprocessed case: run `blogrr_plan_and_preprocess -d "
+                                f"{folder.name} -c {configuration}` first")
+    if fold != "all":
+        fold = int(fold)
+        if not 0 <= fold < 5:
+            raise ValueError(f"fold must be 0-4 or 'all', got {fold}")
+    dataset_json = json.loads((folder / "dataset.json").read_text())
+    cls = TRAINERS[trainer]
+    if threshold_input is not None and threshold_input != cls.threshold_input:
+        # a variant gets its own class name, hence its own run folder
+        suffix = "ImageOnlyT" if threshold_input == "image" else "ImageAnomalyT"
+        cls = type(f"{cls.__name__}{suffix}", (cls,), {"threshold_input": threshold_input})
+    tr = cls(plans, configuration, fold, dataset_json, dev)
+    if epochs is not None:
+        tr.num_epochs = int(epochs)
+    if iters is not None:
+        tr.num_iterations_per_epoch = int(iters)
+    if upper_iters is not None:
+        tr.num_upper_iterations_per_epoch = int(upper_iters)
+    return tr
+
+
+def write_run_config(tr: BlogrrTrainer, overrides: dict) -> Path:
+    """The resolved configuration and the user's overrides, beside the checkpoints."""
+    path = Path(tr.output_folder) / "run_config.json"
+    cfg = {"trainer": type(tr).__name__, "configuration": tr.configuration_name, "fold": str(tr.fold),
+           "device": str(tr.device), "num_epochs": tr.num_epochs, "num_iterations_per_epoch": tr.num_iterations_per_epoch,
+           "num_upper_iterations_per_epoch": tr.num_upper_iterations_per_epoch, "initial_lr": tr.initial_lr,
+           "threshold_lr_factor": tr.threshold_lr_factor, "weight_decay": tr.weight_decay,
+           "threshold_input": tr.threshold_input, "upper_loop_target": tr.upper_loop_target,
+           "batch_size": tr.configuration_manager.batch_size, "patch_size": list(tr.configuration_manager.patch_size),
+           "overrides": {k: v for k, v in overrides.items() if v is not None},
+           "plans_configuration": tr.configuration_manager.configuration}
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(cfg, indent=1)))
+    return path
+
+
+def resume(tr: BlogrrTrainer) -> str | None:
+    """Load the newest checkpoint for ``--c``: latest, else final; returns which (None = start fresh)."""
+    for name in ("checkpoint_latest.pth", "checkpoint_final.pth"):
+        path = Path(tr.output_folder) / name
+        if path.is_file():
+            tr.load_checkpoint(str(path))
+            return name
+    return None
+
+
+def run(dataset, fold, configuration=None, *, continue_training=False, validation_only=False, **kw) -> BlogrrTrainer:
+    """Build, optionally resume, and train (or only validate) one fold."""
+    tr = build_trainer(dataset, fold, configuration, **kw)
+    if tr.local_rank == 0:
+        write_run_config(tr, {k: kw.get(k) for k in ("epochs", "iters", "upper_iters", "device", "threshold_input")})
+    if continue_training or validation_only:
+        which = resume(tr)
+        if validation_only and which is None:
+            raise FileNotFoundError(f"{tr.output_folder}: no checkpoint to validate; train first")
+        logger.info("resumed from %s at epoch %d", which, tr.current_epoch) if which else logger.info("no checkpoint: starting fresh")
+    if validation_only:
+        best = Path(tr.output_folder) / "checkpoint_final.pth"
+        if best.is_file():
+            tr.load_checkpoint(str(best))
+        tr.on_train_start()
+        metrics = tr.run_validation()
+        if tr.local_rank == 0:
+            atomic_write(Path(tr.output_folder) / "validation.json", lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=1)))
+        tr.validation_metrics = metrics
+        return tr
+    tr.run_training()
+    return tr

@@ -1,0 +1,451 @@
+"""BlogrrTrainer: nnU-Net's trainer with a threshold network and BLOGRR's bi-level loop.
+
+Every outer epoch:
+
+1. **lower loop** (R updated, T frozen): healthy patches from nnU-Net's data loader, coarse noise
+   inside the brain, loss = MSE(R(x + noise), x) + w * error-tolerance(A, tau). tau comes from the
+   frozen T per healthy case (3D) or per slice (2D); in the first epoch there is no tau yet, which
+   is the reference's "tau = minus infinity" (every error counts).
+2. **upper loop** (T updated, R frozen): the anomaly map of every tumour training case is computed
+   once with the frozen R and reused for all steps; loss = 1 - soft Dice(sigmoid(k (A - tau)), P)
+   with P the case's pseudo-label (report regions by default).
+3. **validation** on the held-out fold: healthy reconstruction error and fraction of brain flagged,
+   Dice against the pseudo-label (chooses the best checkpoint) and against ground truth where it
+   exists (reported, never used).
+
+All randomness of an epoch is seeded from (seed, epoch, part, rank), and a checkpoint is written at
+the end of every epoch, so a run killed mid-epoch and resumed with ``--c`` continues exactly as an
+uninterrupted run would.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from batchgeneratorsv2.transforms.spatial.mirroring import MirrorTransform
+from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+from nnunetv2.training.data_augmentation.compute_initial_patch_size import get_patch_size
+from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from torch import distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from blogrr_nnu import __version__
+from blogrr_nnu import anomaly as A
+from blogrr_nnu.networks import ThresholdNet, build_reconstruction_network
+from blogrr_nnu.paths import preprocessed_root, results_root
+from blogrr_nnu.trainers import progress as prog
+from blogrr_nnu.trainers.cases import case_anomaly_map, load_whole_case, resize_mask, threshold_input
+from blogrr_nnu.trainers.checkpoint import load_checkpoint, save_checkpoint
+from blogrr_nnu.trainers.splits import case_roles, fold_keys, load_or_create_splits
+
+THRESHOLD_INPUTS = ("image", "image+anomaly")
+
+
+@contextmanager
+def nnunet_paths():
+    """Point nnU-Net's path variables at blogrr's resolved folders while nnU-Net code reads them."""
+    wanted = {"nnUNet_preprocessed": str(preprocessed_root()), "nnUNet_results": str(results_root())}
+    old = {k: os.environ.get(k) for k in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _unwrap(module):
+    return module.module if isinstance(module, DDP) else module
+
+
+class BlogrrTrainer(nnUNetTrainer):
+    """Reconstruction network R + threshold network T, trained by BLOGRR's alternating loops.
+
+    Constructed like nnU-Net's trainer: ``BlogrrTrainer(plans, configuration, fold, dataset_json, device)``
+    with our plans (``blogrr_plans.json``); folders come from ``BLOGRR_preprocessed`` /
+    ``BLOGRR_results`` (see :mod:`blogrr_nnu.paths`). Class attributes choose the variant:
+
+    Attributes:
+        threshold_input: ``"image+anomaly"`` (T sees the image and R's anomaly map) or ``"image"``.
+        upper_loop_target: seg channel used as pseudo-label P (``"pseudo_report"``).
+        train_threshold: False gives the DAE-only baseline (see :class:`DAETrainer`).
+    """
+
+    threshold_input = "image+anomaly"
+    upper_loop_target = "pseudo_report"
+    train_threshold = True
+    use_error_tolerance = True
+    seed = 12345
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        plans = dict(plans)
+        plans.setdefault("continue_training", False)
+        dataset_json = dict(dataset_json)
+        dataset_json.setdefault("labels", {"background": 0, "tumor": 1})
+        with nnunet_paths():
+            super().__init__(plans, configuration, fold, dataset_json, device)
+        # nnU-Net forces CUDA under DDP; we also run DDP on CPU (gloo).
+        if self.is_ddp and torch.device(device).type != "cuda":
+            self.device = torch.device(device)
+        self.my_init_kwargs["device"] = str(self.device)
+        self.blogrr = self.configuration_manager.configuration["blogrr"]
+        self.dim = len(self.configuration_manager.patch_size)
+        self.per_slice = self.dim == 2
+        cpu = self.blogrr["device_class"] == "cpu"
+        # Outer epochs as the reference (100) on GPU; on CPU a schedule that fits in minutes.
+        self.num_epochs = 12 if cpu else 100
+        self.num_iterations_per_epoch = 30 if cpu else 250
+        self.num_upper_iterations_per_epoch = 10 if cpu else 50
+        self.upper_batch_size = 4 if self.dim == 3 else 32
+        # Reference: Adam (amsgrad), lr 1e-4, weight decay 1e-5, T at 0.1x. On CPU there are ~20x fewer
+        # steps, so R starts 10x higher (measured: at 1e-4 R still copies noise after 300 steps).
+        self.initial_lr = 1e-3 if cpu else 1e-4
+        self.threshold_lr_factor = 0.1
+        self.weight_decay = 1e-5
+        self.enable_deep_supervision = False
+        self.tile_step_size = 0.5
+        self.threshold_network = self.threshold_optimizer = None
+        self.progress = prog.new_progress()
+        self.best_pseudo_dice = -math.inf
+        self.tau_initialised = False
+        self.keys: dict[str, list[str]] = {}
+        self.save_every = 1
+
+    # -- set-up ------------------------------------------------------------------------------------
+    def initialize(self):
+        if self.was_initialized:
+            raise RuntimeError("initialize() was called twice")
+        self._set_batch_size_and_oversample()
+        n_ch = len(self.dataset_json["channel_names"])
+        self.num_input_channels = n_ch
+        torch.manual_seed(self.seed)  # same initial weights on every rank and every run
+        self.network = build_reconstruction_network(self.configuration_manager.configuration, n_ch).to(self.device)
+        t_in = n_ch + (1 if self.threshold_input == "image+anomaly" else 0)
+        tau_max = float(np.mean(self.blogrr["normalised_range_per_channel"]))
+        self.threshold_network = ThresholdNet(t_in, self.dim, self.blogrr["threshold_net"]["features"],
+                                              tau_max=tau_max, tau_init=0.05 * tau_max).to(self.device)
+        self.optimizer = torch.optim.Adam(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay,
+                                          amsgrad=True)
+        self.threshold_optimizer = torch.optim.Adam(self.threshold_network.parameters(),
+                                                    self.initial_lr * self.threshold_lr_factor,
+                                                    weight_decay=self.weight_decay, amsgrad=True)
+        self.lr_scheduler = None  # constant learning rates, as the reference
+        if self.is_ddp:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # Without deep supervision the U-Net's decoder keeps segmentation heads it never uses; DDP
+            # must be told, or it silently skips the gradient bucket that holds them (measured: ranks
+            # diverged after one step).
+            self.network = DDP(self.network, device_ids=ids, find_unused_parameters=True)
+            self.threshold_network = DDP(self.threshold_network, device_ids=ids)
+        self.dataset_class = nnUNetDatasetBlosc2
+        self.inference_allowed_mirroring_axes = (1,) if self.dim == 3 else (0,)  # left-right only
+        self.was_initialized = True
+
+    def _augmentation(self):
+        """Spatial augmentation only (docs/training.md): small rotations and scalings, left-right mirroring.
+
+        No intensity transforms: R learns what healthy tissue looks like, and brightness/contrast/gamma
+        changes would teach it to reconstruct abnormal intensities too. No nnU-Net masking transform:
+        noise and loss are restricted to the brain explicitly.
+        """
+        patch = list(self.configuration_manager.patch_size)
+        rot = (-10.0 / 180 * np.pi, 10.0 / 180 * np.pi)
+        initial = get_patch_size(patch, rot, rot if self.dim == 3 else (0, 0), rot if self.dim == 3 else (0, 0),
+                                 (0.9, 1.1))
+        transforms = ComposeTransforms([
+            SpatialTransform(patch, patch_center_dist_from_border=0, random_crop=False, p_elastic_deform=0,
+                             p_rotation=0.2, rotation=rot, p_scaling=0.2, scaling=(0.9, 1.1),
+                             p_synchronize_scaling_across_axes=1, bg_style_seg_sampling=False,
+                             border_mode_seg="constant", padding_value_seg=-1),
+            MirrorTransform(allowed_axes=self.inference_allowed_mirroring_axes),
+        ])
+        return list(initial), transforms
+
+    def on_train_start(self):
+        if not self.was_initialized:
+            self.initialize()
+        folder = Path(self.preprocessed_dataset_folder)
+        roles = case_roles(folder)
+        self.keys = fold_keys(load_or_create_splits(Path(self.preprocessed_dataset_folder_base), folder), self.fold,
+                              roles)
+        if not self.keys["healthy_train"]:
+            raise ValueError(f"{folder}: no healthy training case in fold {self.fold}; the lower loop needs healthy scans")
+        if self.train_threshold and not self.keys["tumor_train"]:
+            raise ValueError(f"{folder}: no tumour training case with a report in fold {self.fold}")
+        initial, transforms = self._augmentation()
+        self.dataloader_train = nnUNetDataLoader(
+            nnUNetDatasetBlosc2(str(folder), self.keys["healthy_train"]), self.batch_size, initial,
+            self.configuration_manager.patch_size, self.label_manager, oversample_foreground_percent=0.0,
+            transforms=transforms)
+        self.tumor_train = [load_whole_case(folder, k, self.upper_loop_target) for k in self.keys["tumor_train"]]
+        self.tumor_val = [load_whole_case(folder, k, self.upper_loop_target) for k in self.keys["tumor_val"]]
+        self.healthy_val = [load_whole_case(folder, k, self.upper_loop_target) for k in self.keys["healthy_val"]]
+        Path(self.output_folder).mkdir(parents=True, exist_ok=True)
+
+    # -- randomness --------------------------------------------------------------------------------
+    def _seed(self, epoch: int, part: int) -> np.random.Generator:
+        """Seed numpy, torch and the noise generator for one part of one epoch; returns a numpy RNG."""
+        state = np.random.SeedSequence([self.seed, epoch, part, self.local_rank]).generate_state(2)
+        np.random.seed(int(state[0]))
+        torch.manual_seed(int(state[1]))
+        self.noise_generator = torch.Generator().manual_seed(int(state[1]))
+        return np.random.default_rng(int(state[0]))
+
+    # -- the threshold network on whole cases ------------------------------------------------------
+    def _anomaly(self, case):
+        return case_anomaly_map(_unwrap(self.network), case, self.configuration_manager.patch_size, self.blogrr,
+                                self.device, self.tile_step_size)
+
+    def _t_input(self, case, amap) -> torch.Tensor:
+        size = self.blogrr["threshold_net"]["input_size"]
+        return threshold_input(case.data, amap if self.threshold_input == "image+anomaly" else None, size,
+                               self.per_slice)
+
+    @torch.no_grad()
+    def case_tau(self, case, amap) -> torch.Tensor:
+        """tau of a whole case: ``(1,)`` (3D) or ``(Z,)`` per slice (2D), on the CPU."""
+        t = _unwrap(self.threshold_network)
+        was = t.training
+        t.eval()
+        tau = t(self._t_input(case, amap).to(self.device)).cpu()
+        t.train(was)
+        return tau
+
+    # -- lower loop ----------------------------------------------------------------------------------
+    def _healthy_taus(self) -> dict[str, float] | None:
+        """tau of every healthy training case with the frozen T (3D; 2D computes tau per slice on the fly)."""
+        if not self.tau_initialised or not self.train_threshold or self.per_slice:
+            return None
+        _unwrap(self.network).eval()
+        taus = {}
+        for k in self.keys["healthy_train"]:
+            case = load_whole_case(Path(self.preprocessed_dataset_folder), k, self.upper_loop_target)
+            taus[k] = float(self.case_tau(case, self._anomaly(case)[1])[0])
+        return taus
+
+    def run_lower_loop(self, epoch: int) -> dict:
+        taus = self._healthy_taus()
+        self._seed(epoch, 0)
+        net = self.network
+        net.train()
+        b = self.blogrr
+        sig, rad = b["anomaly_sigma_voxels"], b["anomaly_kernel_radius_voxels"]
+        totals = {"lower_loss": 0.0, "lower_mse": 0.0, "lower_tolerance": 0.0}
+        for _ in range(self.num_iterations_per_epoch):
+            batch = self.dataloader_train.generate_train_batch()
+            seg = batch["target"]
+            brain = (seg[:, 0:1] > 0).to(self.device)
+            x = batch["data"].to(self.device) * brain
+            noise = A.coarse_noise(x.shape, b["coarse_noise"]["grid"], b["coarse_noise"]["std_per_channel"],
+                                   roll=b["coarse_noise"]["roll"], generator=self.noise_generator, device=self.device)
+            rec = net(x + noise * brain)
+            mse = A.masked_mse(rec, x, brain)
+            amap = A.anomaly_map(x, rec, brain, sig, rad)
+            tau = None
+            if taus is not None:
+                tau = torch.tensor([taus[k] for k in batch["keys"]], device=self.device)
+            elif self.per_slice and self.tau_initialised and self.train_threshold:
+                with torch.no_grad():
+                    inp = torch.cat([x, amap.detach()], 1) if self.threshold_input == "image+anomaly" else x
+                    tau = _unwrap(self.threshold_network)(A.resize(inp, b["threshold_net"]["input_size"]))
+            tol = A.error_tolerance_term(amap, tau)
+            loss = mse + (b["error_tolerance_weight"] * tol if self.use_error_tolerance else 0.0)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 12)
+            self.optimizer.step()
+            for k, v in (("lower_loss", loss), ("lower_mse", mse), ("lower_tolerance", tol)):
+                totals[k] += float(v.detach()) / self.num_iterations_per_epoch
+        return totals
+
+    # -- upper loop ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _upper_cache(self) -> list[tuple[torch.Tensor, ...]]:
+        """Per tumour case, once per upper loop: T input, anomaly map, pseudo-label and brain at T's resolution."""
+        _unwrap(self.network).eval()
+        size = self.blogrr["threshold_net"]["input_size"]
+        cache = []
+        for case in self.tumor_train:
+            amap = self._anomaly(case)[1]
+            cache.append((self._t_input(case, amap), resize_mask(amap, size, self.per_slice),
+                          resize_mask(case.target, size, self.per_slice),
+                          (resize_mask(case.brain, size, self.per_slice) > 0.5).float()))
+        return cache
+
+    def _initialise_tau(self, cache) -> None:
+        """Start tau where the predicted volume equals the pseudo-label's (median over cases).
+
+        The reference starts from a random sigmoid head; a start on the right scale makes the few
+        upper-loop steps of a CPU run count.
+        """
+        starts = []
+        for _, amap, target, brain in cache:
+            inside = amap[brain > 0]
+            frac = float(target[brain > 0].mean()) if inside.numel() else 0.0
+            if inside.numel() and 0 < frac < 1:
+                starts.append(float(torch.quantile(inside.float(), 1 - frac)))
+        t = _unwrap(self.threshold_network)
+        tau0 = float(np.clip(np.median(starts) if starts else 0.05 * t.tau_max, 1e-3 * t.tau_max, 0.999 * t.tau_max))
+        with torch.no_grad():
+            t.head.weight.zero_()
+            p = tau0 / t.tau_max
+            t.head.bias.fill_(math.log(p / (1 - p)))
+        self.tau_initialised = True
+
+    def run_upper_loop(self, epoch: int) -> dict:
+        if not self.train_threshold:
+            return {}
+        cache = self._upper_cache()
+        if not self.tau_initialised:
+            self._initialise_tau(cache)
+        rng = self._seed(epoch, 1)
+        t = self.threshold_network
+        t.train()
+        k = self.blogrr["sigmoid_steepness"]
+        if self.per_slice:  # sample slices that hold brain
+            items = [(c, z) for c, entry in enumerate(cache) for z in range(entry[3].shape[0]) if entry[3][z].any()]
+        else:
+            items = [(c, 0) for c in range(len(cache))]
+        total, taus = 0.0, []
+        for _ in range(self.num_upper_iterations_per_epoch):
+            pick = rng.choice(len(items), size=min(self.upper_batch_size, len(items)), replace=False)
+            sel = [items[i] for i in pick]
+            inp, amap, target, brain = (torch.stack([cache[c][j][z] for c, z in sel]).to(self.device) for j in range(4))
+            tau = t(inp)
+            soft = A.soft_segmentation(amap, tau, k) * brain
+            loss = A.soft_dice_loss(soft, target, mask=brain)
+            self.threshold_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.threshold_optimizer.step()
+            total += float(loss.detach()) / self.num_upper_iterations_per_epoch
+            taus.extend(tau.detach().cpu().tolist())
+        return {"upper_loss": total, "tau_mean": float(np.mean(taus))}
+
+    # -- validation ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def run_validation(self) -> dict:
+        """Metrics on the held-out fold at full resolution (see the module docstring)."""
+        _unwrap(self.network).eval()
+        out = {"val_healthy_mse": [], "val_healthy_flagged": [], "val_pseudo_dice": [], "val_gt_dice": []}
+        for case in self.healthy_val + self.tumor_val:
+            rec, amap = self._anomaly(case)
+            brain = case.brain
+            pred = None
+            if self.train_threshold and self.tau_initialised:
+                tau = self.case_tau(case, amap)  # (1,) per case or (Z,) per slice
+                pred = (amap > (tau.view(1, -1, 1, 1) if self.per_slice else tau.view(1, 1, 1, 1))) & brain
+            if case.props["role"] == "healthy":
+                out["val_healthy_mse"].append(float(A.masked_mse(rec[None], case.data[None], brain[None])))
+                if pred is not None:
+                    out["val_healthy_flagged"].append(float(pred.sum() / brain.sum().clamp_min(1)))
+            elif pred is not None:
+                if case.target.any():
+                    out["val_pseudo_dice"].append(_dice(pred, case.target > 0))
+                if case.label is not None:
+                    out["val_gt_dice"].append(_dice(pred, case.label))
+        return {k: float(np.mean(v)) if v else math.nan for k, v in out.items()}
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def run_training(self):
+        self.on_train_start()
+        for epoch in range(self.current_epoch, self.num_epochs):
+            t0 = time.perf_counter()
+            lower = self.run_lower_loop(epoch)
+            t1 = time.perf_counter()
+            upper = self.run_upper_loop(epoch)
+            t2 = time.perf_counter()
+            val = self.run_validation()
+            t3 = time.perf_counter()
+            prog.append(self.progress, epoch=epoch, **lower, **upper, **val, time_lower=t1 - t0, time_upper=t2 - t1,
+                        time_val=t3 - t2)
+            self.print_to_log_file(
+                f"epoch {epoch}: lower {lower['lower_loss']:.4f} (mse {lower['lower_mse']:.4f}) | upper "
+                f"{upper.get('upper_loss', math.nan):.4f} tau {upper.get('tau_mean', math.nan):.3f} | val pseudo Dice "
+                f"{val['val_pseudo_dice']:.3f} GT Dice {val['val_gt_dice']:.3f} healthy flagged "
+                f"{val['val_healthy_flagged']:.4f} | {t1 - t0:.1f}+{t2 - t1:.1f}+{t3 - t2:.1f} s")
+            self.current_epoch = epoch + 1
+            score = val["val_pseudo_dice"]
+            if not math.isnan(score) and score > self.best_pseudo_dice:
+                self.best_pseudo_dice = score
+                self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_best.pth"))
+            self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_latest.pth"))
+            if self.local_rank == 0:
+                prog.write(self.progress, Path(self.output_folder))
+        self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_final.pth"))
+        if self.local_rank == 0 and os.path.isfile(os.path.join(self.output_folder, "checkpoint_latest.pth")):
+            os.remove(os.path.join(self.output_folder, "checkpoint_latest.pth"))
+        self.print_to_log_file("Training done.")
+
+    # -- checkpoints -----------------------------------------------------------------------------------
+    def checkpoint_dict(self) -> dict:
+        """Everything needed to resume or predict, as tensors, numbers and strings only."""
+        return {
+            "network_weights": _unwrap(self.network).state_dict(),
+            "threshold_weights": _unwrap(self.threshold_network).state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "threshold_optimizer_state": self.threshold_optimizer.state_dict(),
+            "current_epoch": int(self.current_epoch),
+            "progress": self.progress,
+            "best_pseudo_dice": float(self.best_pseudo_dice),
+            "tau_initialised": bool(self.tau_initialised),
+            "init_args": {"configuration": self.configuration_name, "fold": str(self.fold),
+                          "dataset_name": self.plans_manager.dataset_name, "plans_name": self.plans_manager.plans_name},
+            "trainer_name": type(self).__name__,
+            "threshold_input": self.threshold_input,
+            "upper_loop_target": self.upper_loop_target,
+            "num_epochs": int(self.num_epochs),
+            "num_iterations_per_epoch": int(self.num_iterations_per_epoch),
+            "inference_allowed_mirroring_axes": list(self.inference_allowed_mirroring_axes or []),
+            "blogrr_version": __version__,
+        }
+
+    def save_checkpoint(self, filename: str) -> None:
+        if self.local_rank == 0 and not self.disable_checkpointing:
+            save_checkpoint(self.checkpoint_dict(), filename)
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        if not self.was_initialized:
+            self.initialize()
+        ckpt = (load_checkpoint(filename_or_checkpoint, self.device) if isinstance(filename_or_checkpoint, (str, Path))
+                else filename_or_checkpoint)
+        _unwrap(self.network).load_state_dict(ckpt["network_weights"])
+        _unwrap(self.threshold_network).load_state_dict(ckpt["threshold_weights"])
+        self.optimizer.load_state_dict(ckpt["optimizer_state"])
+        self.threshold_optimizer.load_state_dict(ckpt["threshold_optimizer_state"])
+        self.current_epoch = int(ckpt["current_epoch"])
+        self.progress = {k: list(v) for k, v in ckpt["progress"].items()}
+        self.best_pseudo_dice = float(ckpt["best_pseudo_dice"])
+        self.tau_initialised = bool(ckpt["tau_initialised"])
+
+
+def _dice(pred: torch.Tensor, ref: torch.Tensor) -> float:
+    p, r = pred.bool(), ref.bool()
+    denom = int(p.sum()) + int(r.sum())
+    return 1.0 if denom == 0 else float(2 * int((p & r).sum()) / denom)
+
+
+class DAETrainer(BlogrrTrainer):
+    """Baseline DAE (coarse noise): the same reconstruction network, noise and schedule, trained with
+    the MSE alone; no threshold network (thresholds are chosen afterwards, see blogrr_benchmark)."""
+
+    train_threshold = False
+    use_error_tolerance = False
+
+
+def world_info() -> tuple[int, int]:
+    """(rank, world size) of the current process group, (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1

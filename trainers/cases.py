@@ -1,0 +1,108 @@
+"""Whole preprocessed cases in memory, and the per-case quantities of the upper loop.
+
+The lower loop reads random patches through nnU-Net's data loader; the upper loop and validation
+need whole brains: the image, its brain mask, the pseudo-label and (for evaluation only) the ground
+truth, plus the anomaly map of the frozen reconstruction network.
+"""
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import blosc2
+import numpy as np
+import torch
+
+from blogrr_nnu import anomaly as A
+from blogrr_nnu.inference.sliding_window import sliding_window_reconstruct
+
+
+@dataclass
+class WholeCase:
+    """One preprocessed case.
+
+    Attributes:
+        case_id: id.
+        data: ``(C, *S)`` float32 normalised image (``S`` = stored spatial shape).
+        brain: ``(1, *S)`` bool.
+        target: ``(1, *S)`` float32 pseudo-label used by the upper loop (zeros if the case has none).
+        label: ``(1, *S)`` bool ground truth, or ``None`` (evaluation only, never training).
+        props: the preprocessed properties.
+    """
+
+    case_id: str
+    data: torch.Tensor
+    brain: torch.Tensor
+    target: torch.Tensor
+    label: torch.Tensor | None
+    props: dict
+
+
+def load_whole_case(folder: Path, case_id: str, target_channel: str = "pseudo_report") -> WholeCase:
+    """Read one case of a preprocessed configuration folder."""
+    data = blosc2.open(str(Path(folder) / f"{case_id}.b2nd"), mode="r")[:]
+    seg = blosc2.open(str(Path(folder) / f"{case_id}_seg.b2nd"), mode="r")[:]
+    with open(Path(folder) / f"{case_id}.pkl", "rb") as fh:
+        props = pickle.load(fh)
+    names = props["seg_channels"]
+    if target_channel not in names:
+        raise ValueError(f"{case_id}: pseudo-label {target_channel!r} was not preprocessed (have {names}); "
+                         "re-run blogrr_plan_and_preprocess with that source")
+    label = seg[names.index("label")]
+    return WholeCase(
+        case_id=case_id,
+        data=torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)),
+        brain=torch.from_numpy(seg[names.index("brain")][None] > 0),
+        target=torch.from_numpy((seg[names.index(target_channel)][None] > 0).astype(np.float32)),
+        label=None if (label < 0).all() else torch.from_numpy(label[None] > 0),
+        props=props,
+    )
+
+
+def case_anomaly_map(network, case: WholeCase, patch_size, blogrr: dict, device: torch.device,
+                     tile_step_size: float = 0.5, mirror_axes=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reconstruction and anomaly map of a whole case (frozen network), on the CPU.
+
+    Returns:
+        ``(reconstruction (C, *S), anomaly map (1, *S))``.
+    """
+    rec = sliding_window_reconstruct(network, case.data, patch_size, tile_step_size=tile_step_size,
+                                     window_device=device, stitch_device="cpu", mirror_axes=mirror_axes)
+    amap = A.anomaly_map(case.data[None], rec[None], case.brain[None], _sigma(blogrr, case.data.ndim - 1),
+                         _radius(blogrr, case.data.ndim - 1))[0]
+    return rec, amap
+
+
+def _sigma(blogrr: dict, dims: int) -> list[float]:
+    s = list(blogrr["anomaly_sigma_voxels"])
+    return s if len(s) == dims else [s[0]] * (dims - len(s)) + s  # 2D configs: smooth slice-wise only
+
+
+def _radius(blogrr: dict, dims: int) -> list[int]:
+    r = list(blogrr["anomaly_kernel_radius_voxels"])
+    return r if len(r) == dims else [0] * (dims - len(r)) + r
+
+
+def threshold_input(data: torch.Tensor, amap: torch.Tensor | None, size, per_slice: bool) -> torch.Tensor:
+    """Input of the threshold network for one case.
+
+    Args:
+        data: ``(C, Z, X, Y)`` image.
+        amap: ``(1, Z, X, Y)`` anomaly map, or ``None`` when the network sees the image only.
+        size: the plans' ``threshold_net.input_size`` (3 values, or 2 for per-slice 2D).
+        per_slice: 2D configuration: one input per axial slice.
+
+    Returns:
+        ``(1, C', *size)`` for a whole case, or ``(Z, C', *size)`` per slice.
+    """
+    x = data if amap is None else torch.cat([data, amap], 0)
+    if per_slice:
+        return A.resize(x.permute(1, 0, 2, 3), size)
+    return A.resize(x[None], size)
+
+
+def resize_mask(mask: torch.Tensor, size, per_slice: bool) -> torch.Tensor:
+    """Bring a ``(1, Z, X, Y)`` mask or map to the threshold network's resolution (values in [0, 1] stay soft)."""
+    m = mask.float()
+    return A.resize(m.permute(1, 0, 2, 3), size) if per_slice else A.resize(m[None], size)
