@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -83,3 +84,19 @@ class ThresholdNet(nn.Module):
         """``(B, C, *spatial)`` -> ``(B,)`` thresholds."""
         z = self.pool(self.encoder(x)).flatten(1)
         return self.tau_max * torch.sigmoid(self.head(z)[:, 0])
+
+
+def build_threshold_network(blogrr: dict, num_channels: int, dim: int, threshold_input: str) -> ThresholdNet:
+    """The threshold network of a configuration (plans' ``blogrr`` block), as trainer and predictor build it.
+
+    Args:
+        blogrr: the configuration's ``blogrr`` block.
+        num_channels: image channels.
+        dim: 2 or 3.
+        threshold_input: ``"image"`` or ``"image+anomaly"`` (one more input channel).
+    """
+    if threshold_input not in ("image", "image+anomaly"):
+        raise ValueError(f"threshold_input must be 'image' or 'image+anomaly', got {threshold_input!r}")
+    t_in = num_channels + (1 if threshold_input == "image+anomaly" else 0)
+    tau_max = float(np.mean(blogrr["normalised_range_per_channel"]))
+    return ThresholdNet(t_in, dim, blogrr["threshold_net"]["features"], tau_max=tau_max, tau_init=0.05 * tau_max)

@@ -117,7 +117,7 @@ def _geometry_diff(geo: Geometry, ref: Geometry) -> str:
     return "; ".join(parts)
 
 
-def _check_case(case: RawCase, n_channels: int, file_ending: str) -> list[Problem]:
+def check_case(case: RawCase, n_channels: int, file_ending: str) -> list[Problem]:
     """Per-case checks that need voxel data (runs in a worker process)."""
     problems: list[Problem] = []
     ref_geo: Geometry | None = None
@@ -278,9 +278,9 @@ def verify_dataset(folder: str | Path, num_processes: int = 1) -> VerificationRe
     n_ch, ending = len(dj["channel_names"]), dj["file_ending"]
     if num_processes > 1 and len(all_cases) > 1:
         with ProcessPoolExecutor(num_processes) as pool:
-            per_case = list(pool.map(_check_case, all_cases, [n_ch] * len(all_cases), [ending] * len(all_cases)))
+            per_case = list(pool.map(check_case, all_cases, [n_ch] * len(all_cases), [ending] * len(all_cases)))
     else:
-        per_case = [_check_case(c, n_ch, ending) for c in all_cases]
+        per_case = [check_case(c, n_ch, ending) for c in all_cases]
     for probs in per_case:
         result.problems.extend(probs)
     logger.info("verified %s: %d case(s), %d problem(s)", folder, len(all_cases), len(result.problems))

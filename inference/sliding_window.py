@@ -121,3 +121,36 @@ def tile_count(shape: Sequence[int], tile_size: Sequence[int], tile_step_size: f
                 tuple(max(a, b) for a, b in zip(shape, tile)), tile, tile_step_size)]))
     padded = tuple(max(int(a), b) for a, b in zip(shape, tile))
     return int(np.prod([len(s) for s in compute_steps_for_sliding_window(padded, tile, tile_step_size)]))
+
+
+def inference_tile_size(shape: Sequence[int], patch_size: Sequence[int], strides: Sequence[Sequence[int]],
+                        max_voxel_factor: float = 2.0) -> tuple[int, ...]:
+    """The tile used on a whole case: the case itself when it fits, else the training patch.
+
+    A fully convolutional U-Net can run on any input whose size its strides divide. When the whole case,
+    padded up to such a size, has at most ``max_voxel_factor`` times the voxels of the training patch,
+    one pass over it costs far less than overlapping patches (measured on the demo's 3d_cpu cases, 53x47x60
+    with patch 48x48x56: 1 window of 56x48x64 instead of 4 of 48x48x56, 3x fewer voxels), and its memory
+    (one sample, no gradients) stays below a training step's. Larger cases use sliding windows of the patch.
+
+    Args:
+        shape: spatial shape of the case (``(Z, X, Y)``, or ``(X, Y)`` of a slice for 2D networks).
+        patch_size: the configuration's patch.
+        strides: the network's per-stage strides (plans ``arch_kwargs['strides']``).
+        max_voxel_factor: largest whole-case size, in patch volumes.
+
+    Returns:
+        The tile size (same length as ``patch_size``).
+
+    Example:
+        >>> inference_tile_size((53, 47, 60), (48, 48, 56), [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]])
+        (56, 48, 64)
+    """
+    patch = [int(p) for p in patch_size]
+    spatial = [int(s) for s in shape][-len(patch):]
+    divisor = [int(np.prod([s[a] for s in strides])) for a in range(len(patch))]
+    whole = [max(p if s <= p else int(np.ceil(s / d) * d), 1) for s, p, d in zip(spatial, patch, divisor)]
+    # an axis shorter than the patch keeps the patch length (the image is padded, as nnU-Net does)
+    if np.prod(whole) <= max_voxel_factor * np.prod(patch):
+        return tuple(whole)
+    return tuple(patch)

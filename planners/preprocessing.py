@@ -55,6 +55,31 @@ def robust_zscore(channel: np.ndarray, brain: np.ndarray) -> tuple[np.ndarray, f
     return out, float(q50), scale
 
 
+def prepare_case(data: np.ndarray, native, case_to_template, spacing_xyz, transpose_forward
+                 ) -> tuple[CaseSpace, np.ndarray, np.ndarray, list[dict]]:
+    """Native channels -> template-aligned, cropped, normalised arrays: the one path of training and prediction.
+
+    Args:
+        data: ``(C, X, Y, Z)`` native intensities, 0 outside the brain.
+        native: the case's :class:`~blogrr_nnu.image_io.Geometry`.
+        case_to_template: the case's affine registration to the template.
+        spacing_xyz: the configuration's spacing along template X, Y, Z.
+        transpose_forward: stored axis order (the plans' ``transpose_forward``).
+
+    Returns:
+        ``(space, image (C, *S) float32, brain (*S) uint8, normalisation per channel)``.
+    """
+    brain_native = np.any(data != 0, axis=0)
+    space = make_case_space(native, case_to_template, tuple(spacing_xyz), brain_native, tuple(transpose_forward))
+    brain = space.mask_to_training(brain_native)
+    channels, norm = [], []
+    for c in range(data.shape[0]):
+        normed, center, scale = robust_zscore(space.image_to_training(data[c]), brain)
+        channels.append(normed)
+        norm.append({"center": center, "scale": scale})
+    return space, np.stack(channels), brain, norm
+
+
 def template_mask_to_training(mask: np.ndarray, mask_geometry, space: CaseSpace) -> np.ndarray:
     """A template-space mask (e.g. report regions on the Hammers grid) -> stored uint8 of ``space``.
 
@@ -124,19 +149,12 @@ def preprocess_case(case: RawCase, registration: dict, targets: list[ConfigTarge
     if not todo:
         return status
     data, native = load_case_channels(case)
-    brain_native = np.any(data != 0, axis=0)
     label_native = None
     if case.label is not None:
         label_native = load_case_channels(RawCase(case.case_id, case.role, {0: case.label}))[0][0] > 0.5
     transform = transform_from_dict(registration["case_to_template"])
     for target in todo:
-        space = make_case_space(native, transform, target.spacing_xyz, brain_native, tuple(transpose_forward))
-        brain = space.mask_to_training(brain_native)
-        channels, norm = [], []
-        for c in range(data.shape[0]):
-            normed, center, scale = robust_zscore(space.image_to_training(data[c]), brain)
-            channels.append(normed)
-            norm.append({"center": center, "scale": scale})
+        space, image, brain, norm = prepare_case(data, native, transform, target.spacing_xyz, transpose_forward)
         seg = np.zeros((len(SEG_CHANNELS),) + brain.shape, np.int8)
         seg[0] = brain
         report_info = None
@@ -161,7 +179,7 @@ def preprocess_case(case: RawCase, registration: dict, targets: list[ConfigTarge
             "report": report_info,
             "registration": {"metric": registration["metric"], "brain_dice": registration["brain_dice"]},
         }
-        _save_atomic(target.folder, case.case_id, np.stack(channels), seg, props, target.patch_size)
+        _save_atomic(target.folder, case.case_id, image, seg, props, target.patch_size)
         status[target.name] = "done"
     return status
 

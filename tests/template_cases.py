@@ -35,11 +35,14 @@ def random_affine(rng: np.random.Generator) -> sitk.AffineTransform:
 def make_case(rng, spacing=4.0, lesion_center=None, lesion_radius=22.0, direction=None):
     """One case: ``(T1, FLAIR)`` arrays, label (or None), native geometry and the true transform."""
     t = random_affine(rng)
-    shape = tuple(int(np.ceil(v / spacing)) for v in (180.0, 216.0, 180.0))
+    sp = np.broadcast_to(np.asarray(spacing, float), (3,))  # a number, or (sx, sy, sz) along the voxel axes
     direction = direction or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
     d = np.asarray(direction).reshape(3, 3)
-    origin = -(d @ (np.asarray(shape) - 1) * spacing) / 2.0 + np.array([0.0, -18.0, 18.0])
-    geo = Geometry((spacing,) * 3, tuple(origin.tolist()), tuple(direction), shape)
+    # field of view 180 x 216 x 180 mm along the physical axes, whatever the voxel axes' order
+    extent = np.abs(d.T) @ np.array([180.0, 216.0, 180.0])
+    shape = tuple(int(np.ceil(v / s)) for v, s in zip(extent, sp))
+    origin = -(d @ ((np.asarray(shape) - 1) * sp)) / 2.0 + np.array([0.0, -18.0, 18.0])
+    geo = Geometry(tuple(sp.tolist()), tuple(origin.tolist()), tuple(direction), shape)
     ref = geo.apply_to(sitk.Image(list(shape), sitk.sitkFloat32))
     t1 = sitk_to_array(sitk.Resample(reg.template_t1(2.0), ref, t, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
     brain = t1 > 0.02
@@ -50,7 +53,7 @@ def make_case(rng, spacing=4.0, lesion_center=None, lesion_radius=22.0, directio
         # native point of the template-space centre: invert the case -> template affine
         center = np.asarray(t.GetInverse().TransformPoint(lesion_center))
         idx = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).reshape(-1, 3)
-        pts = idx * spacing @ d.T + origin
+        pts = (idx * sp) @ d.T + origin
         label = ((np.linalg.norm(pts - center, axis=1) <= lesion_radius).reshape(shape) & brain).astype(np.uint8)
         flair = np.where(label > 0, 1.2, flair)
         t1 = np.where(label > 0, 0.25 * t1, t1)

@@ -19,6 +19,7 @@ uninterrupted run would.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -39,7 +40,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from blogrr_nnu import __version__
 from blogrr_nnu import anomaly as A
-from blogrr_nnu.networks import ThresholdNet, build_reconstruction_network
+from blogrr_nnu.image_io import atomic_write
+from blogrr_nnu.networks import build_reconstruction_network, build_threshold_network
 from blogrr_nnu.paths import preprocessed_root, results_root
 from blogrr_nnu.trainers import progress as prog
 from blogrr_nnu.trainers.cases import case_anomaly_map, load_whole_case, resize_mask, threshold_input
@@ -101,6 +103,7 @@ class BlogrrTrainer(nnUNetTrainer):
             self.device = torch.device(device)
         self.my_init_kwargs["device"] = str(self.device)
         self.blogrr = self.configuration_manager.configuration["blogrr"]
+        self.strides = self.configuration_manager.configuration["architecture"]["arch_kwargs"]["strides"]
         self.dim = len(self.configuration_manager.patch_size)
         self.per_slice = self.dim == 2
         cpu = self.blogrr["device_class"] == "cpu"
@@ -132,10 +135,7 @@ class BlogrrTrainer(nnUNetTrainer):
         self.num_input_channels = n_ch
         torch.manual_seed(self.seed)  # same initial weights on every rank and every run
         self.network = build_reconstruction_network(self.configuration_manager.configuration, n_ch).to(self.device)
-        t_in = n_ch + (1 if self.threshold_input == "image+anomaly" else 0)
-        tau_max = float(np.mean(self.blogrr["normalised_range_per_channel"]))
-        self.threshold_network = ThresholdNet(t_in, self.dim, self.blogrr["threshold_net"]["features"],
-                                              tau_max=tau_max, tau_init=0.05 * tau_max).to(self.device)
+        self.threshold_network = build_threshold_network(self.blogrr, n_ch, self.dim, self.threshold_input).to(self.device)
         self.optimizer = torch.optim.Adam(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay,
                                           amsgrad=True)
         self.threshold_optimizer = torch.optim.Adam(self.threshold_network.parameters(),
@@ -193,6 +193,14 @@ class BlogrrTrainer(nnUNetTrainer):
         self.tumor_val = [load_whole_case(folder, k, self.upper_loop_target) for k in self.keys["tumor_val"]]
         self.healthy_val = [load_whole_case(folder, k, self.upper_loop_target) for k in self.keys["healthy_val"]]
         Path(self.output_folder).mkdir(parents=True, exist_ok=True)
+        if self.local_rank == 0:
+            self._write_model_files()
+
+    def _write_model_files(self) -> None:
+        """plans.json and dataset.json beside the folds, as nnU-Net does: the run folder alone predicts."""
+        base = Path(self.output_folder_base)
+        for name, obj in (("plans.json", self.plans_manager.plans), ("dataset.json", self.dataset_json)):
+            atomic_write(base / name, lambda tmp, obj=obj: Path(tmp).write_text(json.dumps(obj, indent=1)))
 
     # -- randomness --------------------------------------------------------------------------------
     def _seed(self, epoch: int, part: int) -> np.random.Generator:
@@ -206,7 +214,7 @@ class BlogrrTrainer(nnUNetTrainer):
     # -- the threshold network on whole cases ------------------------------------------------------
     def _anomaly(self, case):
         return case_anomaly_map(_unwrap(self.network), case, self.configuration_manager.patch_size, self.blogrr,
-                                self.device, self.tile_step_size)
+                                self.device, self.tile_step_size, strides=self.strides)
 
     def _t_input(self, case, amap) -> torch.Tensor:
         size = self.blogrr["threshold_net"]["input_size"]

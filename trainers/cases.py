@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from blogrr_nnu import anomaly as A
-from blogrr_nnu.inference.sliding_window import sliding_window_reconstruct
+from blogrr_nnu.inference.sliding_window import inference_tile_size, sliding_window_reconstruct
 
 
 @dataclass
@@ -61,17 +61,26 @@ def load_whole_case(folder: Path, case_id: str, target_channel: str = "pseudo_re
 
 
 def case_anomaly_map(network, case: WholeCase, patch_size, blogrr: dict, device: torch.device,
-                     tile_step_size: float = 0.5, mirror_axes=None) -> tuple[torch.Tensor, torch.Tensor]:
+                     tile_step_size: float = 0.5, mirror_axes=None, strides=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Reconstruction and anomaly map of a whole case (frozen network), on the CPU.
+
+    Args:
+        strides: the network's strides; given, a case that fits in twice the patch runs as one window
+            (:func:`~blogrr_nnu.inference.sliding_window.inference_tile_size`), else sliding windows of the patch.
 
     Returns:
         ``(reconstruction (C, *S), anomaly map (1, *S))``.
     """
-    rec = sliding_window_reconstruct(network, case.data, patch_size, tile_step_size=tile_step_size,
+    tile = patch_size if strides is None else inference_tile_size(case.data.shape[1:], patch_size, strides)
+    rec = sliding_window_reconstruct(network, case.data, tile, tile_step_size=tile_step_size,
                                      window_device=device, stitch_device="cpu", mirror_axes=mirror_axes)
-    amap = A.anomaly_map(case.data[None], rec[None], case.brain[None], _sigma(blogrr, case.data.ndim - 1),
-                         _radius(blogrr, case.data.ndim - 1))[0]
-    return rec, amap
+    return rec, anomaly_from_reconstruction(case, rec, blogrr)
+
+
+def anomaly_from_reconstruction(case: WholeCase, rec: torch.Tensor, blogrr: dict) -> torch.Tensor:
+    """Anomaly map ``(1, *S)`` of a case from its reconstruction ``(C, *S)`` (smoothing from the plans)."""
+    dims = case.data.ndim - 1
+    return A.anomaly_map(case.data[None], rec[None], case.brain[None], _sigma(blogrr, dims), _radius(blogrr, dims))[0]
 
 
 def _sigma(blogrr: dict, dims: int) -> list[float]:

@@ -1,0 +1,299 @@
+"""BlogrrPredictor: nnU-Net's predictor, for a reconstruction network and a per-case threshold.
+
+Why a subclass of ``nnUNetPredictor`` that replaces most of the path: nnU-Net's preprocessing
+(crop, resample in native orientation, dataset-level normalisation) and export (argmax of
+segmentation logits) do not apply here. Our cases are registered to the MNI template, resampled on
+a template-aligned grid and normalised per case; the network reconstructs the image. So we keep the
+predictor's settings and state (``tile_step_size``, ``use_gaussian``, ``use_mirroring``, ``device``,
+``plans_manager``, ``configuration_manager``, ``list_of_parameters`` loaded into one network fold
+after fold, ``manual_initialization``), and replace:
+
+- model loading (:meth:`initialize_from_run_folder`): classes, not names (nnU-Net's by-name trainer
+  lookup imports timm -> torchvision, DESIGN.md section 6), and ``torch.load(weights_only=True)``;
+- :meth:`predict_sliding_window_return_logits`: fp32 stitching with as many channels as the input
+  (nnU-Net buffers fp16 with ``num_segmentation_heads`` channels: up to 0.2 off for a reconstruction);
+- per case (:meth:`predict_case`): registration and preprocessing exactly as in training
+  (:func:`blogrr_nnu.planners.preprocessing.prepare_case`), anomaly map, tau from the threshold
+  network, soft mask ``sigmoid(k (A - tau))`` averaged over folds, threshold 0.5, removal of tiny
+  components, and the way back to the input's native grid (:class:`blogrr_nnu.spatial.CaseSpace`).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+from scipy import ndimage
+
+from blogrr_nnu import anomaly as A
+from blogrr_nnu.image_io import Geometry
+from blogrr_nnu.inference.sliding_window import inference_tile_size, sliding_window_reconstruct
+from blogrr_nnu.networks import build_reconstruction_network, build_threshold_network
+from blogrr_nnu.planners.fingerprint import registration_channel
+from blogrr_nnu.planners.preprocessing import prepare_case
+from blogrr_nnu.registration import register_to_template
+from blogrr_nnu.trainers.cases import WholeCase, anomaly_from_reconstruction, threshold_input
+from blogrr_nnu.trainers.checkpoint import load_checkpoint
+
+logger = logging.getLogger(__name__)
+
+# Components smaller than this are removed from the mask. The anomaly map is smoothed with a
+# Gaussian of sigma 7.5 mm (FWHM ~18 mm), so a finding much smaller than a 10 mm sphere (0.52 ml)
+# cannot be resolved; what remains of that size is noise of the map.
+DEFAULT_MIN_COMPONENT_ML = 0.5
+
+
+class ModelFolderError(ValueError):
+    """A run folder is missing files or does not match what prediction needs."""
+
+
+@dataclass
+class CasePrediction:
+    """The result for one case, on its native grid.
+
+    Attributes:
+        mask: ``(X, Y, Z)`` uint8 {0, 1}, the input's native grid.
+        anomaly_map: ``(X, Y, Z)`` float32 fold-mean anomaly map (normalised units), native grid.
+        geometry: the input's geometry (channel 0).
+        tau: fold-mean threshold (per case; the mean over slices for 2D configurations).
+        info: JSON-ready details: taus per fold (and per slice), voxel count, volume in ml, registration.
+    """
+
+    mask: np.ndarray
+    anomaly_map: np.ndarray
+    geometry: Geometry
+    tau: float
+    info: dict = field(default_factory=dict)
+
+
+def parse_run_folder_name(name: str) -> tuple[str, str, str]:
+    """``<Trainer>__<plans>__<configuration>`` -> its three parts."""
+    parts = name.split("__")
+    if len(parts) != 3:
+        raise ModelFolderError(f"{name}: not a run folder name of the form <Trainer>__<plans>__<configuration>")
+    return parts[0], parts[1], parts[2]
+
+
+class BlogrrPredictor(nnUNetPredictor):
+    """Predict tumour masks with trained BLOGRR folds (or a DAE with a fixed threshold).
+
+    Args:
+        tile_step_size: sliding-window step as a fraction of the patch (0.5 as nnU-Net).
+        use_gaussian: Gaussian weighting of the windows.
+        use_mirroring: left-right mirroring test-time augmentation. Off by default: the threshold network
+            was trained on anomaly maps made without it, and mirroring lowers the reconstruction error
+            (and so shifts the map against the learned tau).
+        device: where the networks run; stitching stays on the CPU.
+        min_component_ml: connected components (26-connectivity) smaller than this are removed (0 = keep all).
+        fixed_threshold: a threshold in normalised units that replaces the threshold network (needed for
+            DAE runs, which have none).
+        registration_seed: seed of the registration's metric sampling (as ``blogrr_plan_and_preprocess``).
+        allow_tqdm: progress bars.
+
+    Example:
+        >>> p = BlogrrPredictor(device=torch.device("cpu"))  # doctest: +SKIP
+        >>> p.initialize_from_run_folder("results/Dataset501_BlogrrDemo/BlogrrTrainer__blogrr_plans__3d_cpu")  # doctest: +SKIP
+        >>> pred = p.predict_case(data, geometry)  # doctest: +SKIP
+    """
+
+    def __init__(self, tile_step_size: float = 0.5, use_gaussian: bool = True, use_mirroring: bool = False,
+                 device: torch.device = torch.device("cpu"), *, min_component_ml: float = DEFAULT_MIN_COMPONENT_ML,
+                 fixed_threshold: float | None = None, registration_seed: int = 0, verbose: bool = False,
+                 allow_tqdm: bool = True):
+        if not 0 < tile_step_size <= 1:
+            raise ValueError(f"tile_step_size must be in (0, 1], got {tile_step_size}")
+        if min_component_ml < 0:
+            raise ValueError(f"min_component_ml must be >= 0, got {min_component_ml}")
+        device = torch.device(device)
+        with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net prints a CUDA-only notice on every CPU start
+            super().__init__(tile_step_size, use_gaussian, use_mirroring,
+                             perform_everything_on_device=device.type == "cuda", device=device, verbose=verbose,
+                             allow_tqdm=allow_tqdm)
+        self.min_component_ml = float(min_component_ml)
+        self.fixed_threshold = fixed_threshold
+        self.registration_seed = int(registration_seed)
+        self.threshold_network = None
+        # as in training: a case within twice the patch's voxels runs as one window (0 = always the patch)
+        self.whole_case_max_factor = 2.0
+        self.threshold_input = "image+anomaly"
+        self.used_folds: list[str] = []
+        self.checkpoint_name = ""
+
+    # -- loading --------------------------------------------------------------------------------------
+    def initialize_from_run_folder(self, model_folder: str | Path, use_folds: list[str] | None = None,
+                                   checkpoint_name: str = "checkpoint_final.pth") -> None:
+        """Load plans, dataset.json and the folds' weights of a ``blogrr_train`` run folder.
+
+        Args:
+            model_folder: ``$BLOGRR_results/DatasetXXX_Name/<Trainer>__blogrr_plans__<configuration>``.
+            use_folds: folds (``"0"``..``"4"``, ``"all"``); default: every ``fold_*`` with ``checkpoint_name``.
+            checkpoint_name: ``checkpoint_final.pth`` (default), ``checkpoint_best.pth`` or ``checkpoint_latest.pth``.
+
+        Raises:
+            ModelFolderError: missing plans/dataset.json/checkpoints, or folds that disagree.
+            UnsafeCheckpointError: a checkpoint holds objects that could run code.
+        """
+        folder = Path(model_folder)
+        if not folder.is_dir():
+            raise ModelFolderError(f"{folder}: run folder not found; train first with blogrr_train")
+        trainer_name, _, configuration = parse_run_folder_name(folder.name)
+        for name in ("plans.json", "dataset.json"):
+            if not (folder / name).is_file():
+                raise ModelFolderError(f"{folder / name}: missing; it is written when training starts "
+                                       "(re-run blogrr_train ... --c with this blogrr-nnu version)")
+        plans = json.loads((folder / "plans.json").read_text())
+        dataset_json = json.loads((folder / "dataset.json").read_text())
+        if use_folds is None:
+            use_folds = sorted(p.name[len("fold_"):] for p in folder.glob("fold_*") if (p / checkpoint_name).is_file())
+            if not use_folds:
+                raise ModelFolderError(f"{folder}: no fold_*/{checkpoint_name}; finish training (or pick -chk "
+                                       "checkpoint_best.pth / checkpoint_latest.pth)")
+        checkpoints = []
+        for f in use_folds:
+            path = folder / f"fold_{f}" / checkpoint_name
+            if not path.is_file():
+                raise ModelFolderError(f"{path}: not found; train fold {f} first or leave it out of -f")
+            checkpoints.append(load_checkpoint(path, "cpu"))
+        inputs = {c.get("threshold_input", "image+anomaly") for c in checkpoints}
+        if len(inputs) > 1:
+            raise ModelFolderError(f"{folder}: folds were trained with different threshold inputs {sorted(inputs)}")
+        self.checkpoint_name = checkpoint_name
+        self.used_folds = [str(f) for f in use_folds]
+        self.initialize_from_checkpoints(plans, configuration, dataset_json, checkpoints, trainer_name)
+
+    def initialize_from_checkpoints(self, plans: dict, configuration: str, dataset_json: dict, checkpoints: list[dict],
+                                    trainer_name: str = "BlogrrTrainer") -> None:
+        """Build the networks from the plans and keep each fold's weights (loaded fold after fold)."""
+        if configuration not in plans["configurations"]:
+            raise ModelFolderError(f"configuration {configuration!r} is not in the plans")
+        pm = PlansManager(plans)
+        cm = pm.get_configuration(configuration)
+        n_ch = len(dataset_json["channel_names"])
+        network = build_reconstruction_network(cm.configuration, n_ch)
+        dim = len(cm.patch_size)
+        trained_t = [bool(c.get("tau_initialised")) and "threshold_weights" in c for c in checkpoints]
+        if self.fixed_threshold is None and not all(trained_t):
+            raise ModelFolderError(f"{trainer_name}: the run has no trained threshold network (a DAE run, or stopped "
+                                   "before the first upper loop); give a threshold with --threshold VALUE")
+        self.threshold_input = checkpoints[0].get("threshold_input", "image+anomaly")
+        if self.fixed_threshold is None:
+            self.threshold_network = build_threshold_network(cm.configuration["blogrr"], n_ch, dim,
+                                                             self.threshold_input).to(self.device).eval()
+        axes = tuple(checkpoints[0].get("inference_allowed_mirroring_axes") or ())
+        self.manual_initialization(network.to(self.device).eval(), pm, cm, checkpoints, dataset_json, trainer_name, axes)
+
+    @property
+    def blogrr(self) -> dict:
+        return self.configuration_manager.configuration["blogrr"]
+
+    def _load_fold(self, checkpoint: dict) -> None:
+        self.network.load_state_dict(checkpoint["network_weights"])
+        if self.threshold_network is not None:
+            self.threshold_network.load_state_dict(checkpoint["threshold_weights"])
+
+    # -- nnU-Net's hook, in fp32 with the input's channel count ---------------------------------------
+    @torch.inference_mode()
+    def predict_sliding_window_return_logits(self, input_image: torch.Tensor) -> torch.Tensor:
+        """Reconstruction ``(C, *S)`` float32 of the loaded fold (the name is nnU-Net's; these are not logits)."""
+        mirror = self.allowed_mirroring_axes if self.use_mirroring else None
+        patch = self.configuration_manager.patch_size
+        tile = inference_tile_size(input_image.shape[1:], patch, self.configuration_manager.configuration[
+            "architecture"]["arch_kwargs"]["strides"], self.whole_case_max_factor)
+        return sliding_window_reconstruct(self.network, input_image, tile,
+                                          tile_step_size=self.tile_step_size, use_gaussian=self.use_gaussian,
+                                          mirror_axes=mirror, window_device=self.device, stitch_device="cpu")
+
+    # -- one case ------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def predict_case(self, data: np.ndarray, geometry: Geometry) -> CasePrediction:
+        """Predict one case given as native arrays.
+
+        Args:
+            data: ``(C, X, Y, Z)`` intensities of all channels (skull-stripped: 0 outside the brain).
+            geometry: the native grid of the channels.
+
+        Returns:
+            A :class:`CasePrediction` on the native grid.
+        """
+        if self.network is None:
+            raise RuntimeError("initialize the predictor first (initialize_from_run_folder)")
+        n_ch = len(self.dataset_json["channel_names"])
+        if data.ndim != 4 or data.shape[0] != n_ch:
+            raise ValueError(f"expected {n_ch} channels of 3D data, got shape {tuple(data.shape)}")
+        reg = register_to_template(data[registration_channel(self.dataset_json["channel_names"])], geometry,
+                                   seed=self.registration_seed)
+        configuration = self.configuration_manager.configuration
+        # 2D configurations keep the slice spacing of the 3D grid in "spacing_3d" (stored order).
+        spacing = [float(configuration["spacing_3d"][i]) for i in np.argsort(self.plans_manager.transpose_forward)]
+        space, image, brain, _ = prepare_case(data, geometry, reg.case_to_template, spacing,
+                                              self.plans_manager.transpose_forward)
+        case = WholeCase("input", torch.from_numpy(image), torch.from_numpy(brain[None] > 0),
+                         torch.zeros((1, *brain.shape)), None, {})
+        per_slice = len(self.configuration_manager.patch_size) == 2
+        k = float(self.blogrr["sigmoid_steepness"])
+        soft_sum = torch.zeros((1, *brain.shape))
+        amap_sum = torch.zeros((1, *brain.shape))
+        taus = []
+        for checkpoint in self.list_of_parameters:
+            self._load_fold(checkpoint)
+            rec = self.predict_sliding_window_return_logits(case.data)
+            amap = anomaly_from_reconstruction(case, rec, self.blogrr)
+            tau = self._tau(case, amap, per_slice)
+            shaped = tau.view(1, -1, 1, 1) if per_slice else tau.view(1, 1, 1, 1)
+            soft_sum += torch.sigmoid(k * (amap - shaped)) * case.brain
+            amap_sum += amap
+            taus.append(tau.tolist())
+        n = len(self.list_of_parameters)
+        soft = (soft_sum / n)[0].numpy()
+        amap_mean = (amap_sum / n)[0].numpy()
+        hard, removed = self.remove_small_components(soft >= 0.5, space_spacing(space))
+        # zero the removed components only; the soft values around kept ones still shape their borders
+        soft = np.where((soft >= 0.5) & ~hard, 0.0, soft).astype(np.float32)
+        mask = space.mask_to_native(soft)
+        amap_native = space.to_native(amap_mean, linear=True)
+        voxel_ml = float(np.prod(geometry.spacing)) / 1000.0
+        tau_mean = float(np.mean([np.mean(t) for t in taus]))
+        info = {
+            "tau": tau_mean,
+            "tau_per_fold": [float(np.mean(t)) for t in taus],
+            "threshold_source": "fixed" if self.fixed_threshold is not None else f"threshold network ({self.threshold_input})",
+            "voxels": int(mask.sum()),
+            "volume_ml": float(mask.sum() * voxel_ml),
+            "components_removed": removed,
+            "min_component_ml": self.min_component_ml,
+            "folds": self.used_folds or [str(i) for i in range(n)],
+            "registration": {"metric": reg.metric, "brain_dice": reg.brain_dice},
+            "anomaly_units": "robust z-score of the case (median / (IQR / 1.349)) per channel, averaged over channels",
+        }
+        if per_slice:
+            info["tau_per_slice_range"] = [float(np.min(taus)), float(np.max(taus))]
+        return CasePrediction(mask, amap_native.astype(np.float32), geometry, tau_mean, info)
+
+    def _tau(self, case: WholeCase, amap: torch.Tensor, per_slice: bool) -> torch.Tensor:
+        """``(1,)`` per case or ``(Z,)`` per slice, on the CPU."""
+        if self.fixed_threshold is not None:
+            return torch.full((amap.shape[1] if per_slice else 1,), float(self.fixed_threshold))
+        x = threshold_input(case.data, amap if self.threshold_input == "image+anomaly" else None,
+                            self.blogrr["threshold_net"]["input_size"], per_slice)
+        return self.threshold_network(x.to(self.device)).float().cpu()
+
+    def remove_small_components(self, mask: np.ndarray, spacing) -> tuple[np.ndarray, int]:
+        """Drop 26-connected components smaller than ``min_component_ml``; returns ``(mask, number removed)``."""
+        if self.min_component_ml <= 0 or not mask.any():
+            return mask, 0
+        labels, n = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, bool))
+        sizes = np.bincount(labels.ravel())[1:] * float(np.prod(spacing)) / 1000.0
+        keep = np.concatenate([[False], sizes >= self.min_component_ml])
+        return keep[labels], int((~keep[1:]).sum())
+
+
+def space_spacing(space) -> tuple[float, ...]:
+    """Voxel size of a :class:`~blogrr_nnu.spatial.CaseSpace`'s stored array (stored axis order)."""
+    return tuple(float(space.grid.spacing[i]) for i in space.transpose_forward)
