@@ -90,7 +90,7 @@ def write_overview(path: str | Path, cases: list[dict], max_cases: int = 12) -> 
         z = pick_slice(c.get("gt"), c["pred"], fallback=c["image"])
         _panel_pair(row[0], row[1], c["image"], c.get("gt"), c["pred"], c["amap"], c["tau"], z, c.get("title", ""))
     fig.suptitle("ground truth green, prediction red; anomaly map with tau contour cyan", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / (3.0 * len(cases))))  # keep 0.4 inch on top for the title
     out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     plt.close(fig)
     return out

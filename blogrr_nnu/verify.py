@@ -7,7 +7,6 @@ calls the same function and refuses to write anything while an error remains.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from blogrr_nnu.image_io import Geometry
+from blogrr_nnu.parallel import process_pool
 from blogrr_nnu.raw_dataset import (
     IGNORED_TOP_LEVEL,
     KNOWN_ENTRIES,
@@ -277,7 +277,7 @@ def verify_dataset(folder: str | Path, num_processes: int = 1) -> VerificationRe
             result.problems.extend(_check_report(case.report))
     n_ch, ending = len(dj["channel_names"]), dj["file_ending"]
     if num_processes > 1 and len(all_cases) > 1:
-        with ProcessPoolExecutor(num_processes) as pool:
+        with process_pool(num_processes) as pool:
             per_case = list(pool.map(check_case, all_cases, [n_ch] * len(all_cases), [ending] * len(all_cases)))
     else:
         per_case = [check_case(c, n_ch, ending) for c in all_cases]

@@ -86,6 +86,10 @@ def plan_and_preprocess(dataset: str | int, configurations: list[str] | None = N
                      for c in train + test_labelled}
     status = preprocess_dataset(train + test_labelled, registrations, targets, plans["transpose_forward"],
                                 num_processes=num_processes, overwrite=overwrite)
+    from blogrr_nnu.pseudo_labels import add_image_pseudo_labels
+
+    for t in targets:  # second pass: needs every healthy case of the configuration (blogrr_nnu/pseudo_labels.py)
+        add_image_pseudo_labels(t.folder, t.patch_size, num_processes=num_processes, overwrite=overwrite, seed=seed)
     done = sum(v == "done" for s in status.values() for v in s.values() if isinstance(v, str))
     logger.info("preprocessed %d case-configuration(s) into %s", done, out)
     return out

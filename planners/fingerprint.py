@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from blogrr_nnu.image_io import atomic_write, read_image
+from blogrr_nnu.parallel import process_pool
 from blogrr_nnu.raw_dataset import RawCase
 from blogrr_nnu.registration import register_to_template, transform_from_dict
 
@@ -127,7 +127,7 @@ def extract_fingerprint(cases: list[RawCase], channel_names: dict[str, str], reg
     reg_channel = registration_channel(channel_names)
     jobs = [(c, reg_channel, registration_dir / f"{c.case_id}.json", seed, overwrite) for c in cases]
     if num_processes > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(num_processes) as pool:
+        with process_pool(num_processes) as pool:
             per_case = list(tqdm(pool.map(_one, jobs), total=len(jobs), desc="fingerprint + registration"))
     else:
         per_case = [_one(j) for j in tqdm(jobs, desc="fingerprint + registration")]

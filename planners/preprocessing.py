@@ -6,7 +6,9 @@ loaders read it. The seg array holds several channels, named in the plans (``seg
 
 - ``brain``: 1 inside the brain (healthy cases need *some* mask: nnU-Net crashes on all-zero labels);
 - ``pseudo_report``: the report's atlas regions (tumour cases with a report; 0 elsewhere);
-- ``label``: ground truth where the raw dataset has it, **-1 where it has none**; evaluation only.
+- ``label``: ground truth where the raw dataset has it, **-1 where it has none**; evaluation only;
+- ``pseudo_gmm``, ``pseudo_fused``: image-based and fused pseudo-labels (tumour and test cases), filled
+  by a second pass once the healthy intensity model of the configuration exists (:mod:`blogrr_nnu.pseudo_labels`).
 
 Writes are atomic per case: files go to ``.tmp/`` and are renamed into place, the ``.pkl`` last, so a
 case counts as done exactly when its ``.pkl`` exists; a killed run leaves no half-written case.
@@ -16,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from blogrr_nnu.image_io import array_to_sitk, sitk_to_array
+from blogrr_nnu.parallel import process_pool
 from blogrr_nnu.planners.fingerprint import load_case_channels
 from blogrr_nnu.raw_dataset import RawCase
 from blogrr_nnu.registration import transform_from_dict
@@ -32,7 +34,9 @@ from blogrr_nnu.spatial import CaseSpace, make_case_space
 
 logger = logging.getLogger(__name__)
 
-SEG_CHANNELS = ("brain", "pseudo_report", "label")
+# pseudo_gmm / pseudo_fused are filled after all cases are preprocessed (blogrr_nnu/pseudo_labels.py):
+# they need the healthy intensity model of the whole configuration.
+SEG_CHANNELS = ("brain", "pseudo_report", "label", "pseudo_gmm", "pseudo_fused")
 NO_LABEL = -1
 
 
@@ -117,7 +121,7 @@ class ConfigTarget:
     patch_size: list[int]
 
 
-def _save_atomic(folder: Path, case_id: str, data: np.ndarray, seg: np.ndarray, props: dict, patch: list[int]) -> None:
+def save_case_atomic(folder: Path, case_id: str, data: np.ndarray, seg: np.ndarray, props: dict, patch: list[int]) -> None:
     from nnunetv2.training.dataloading.nnunet_dataset import comp_blosc2_params, nnUNetDatasetBlosc2
 
     tmp = folder / ".tmp"
@@ -171,6 +175,7 @@ def preprocess_case(case: RawCase, registration: dict, targets: list[ConfigTarge
             "seg_channels": list(SEG_CHANNELS),
             "has_label": label_native is not None,
             "has_report_pseudo_label": bool(seg[1].any()),
+            "image_pseudo_labels": None,  # set by the second pass (blogrr_nnu.pseudo_labels)
             "case_space": space.to_dict(),
             "normalisation": norm,
             "spacing": [float(target.spacing_xyz[i]) for i in transpose_forward],
@@ -179,7 +184,7 @@ def preprocess_case(case: RawCase, registration: dict, targets: list[ConfigTarge
             "report": report_info,
             "registration": {"metric": registration["metric"], "brain_dice": registration["brain_dice"]},
         }
-        _save_atomic(target.folder, case.case_id, image, seg, props, target.patch_size)
+        save_case_atomic(target.folder, case.case_id, image, seg, props, target.patch_size)
         status[target.name] = "done"
     return status
 
@@ -196,7 +201,7 @@ def preprocess_dataset(cases: list[RawCase], registrations: dict[str, dict], tar
         shutil.rmtree(t.folder / ".tmp", ignore_errors=True)  # leftovers of a killed run
     jobs = [(c, registrations[c.case_id], targets, transpose_forward, overwrite) for c in cases]
     if num_processes > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(num_processes) as pool:
+        with process_pool(num_processes) as pool:
             results = dict(tqdm(pool.map(_one, jobs), total=len(jobs), desc="preprocessing"))
     else:
         results = dict(_one(j) for j in tqdm(jobs, desc="preprocessing"))

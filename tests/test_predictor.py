@@ -176,3 +176,19 @@ def test_small_components_are_removed_by_volume():
     mask[10:16, 10:16, 10:16] = True  # 216 voxels = 1.728 ml
     kept, removed = p.remove_small_components(mask, (2.0, 2.0, 2.0))
     assert removed == 1 and kept.sum() == 216 and kept[12, 12, 12] and not kept[3, 3, 3]
+
+
+def test_overlay_slice_is_the_one_with_most_ground_truth(tmp_path):
+    from blogrr_nnu.overlays import pick_slice, write_overview
+
+    gt = np.zeros((10, 12, 8), np.uint8)
+    gt[2:5, 2:5, 3] = 1  # 9 voxels on slice 3
+    gt[2:8, 2:8, 6] = 1  # 36 voxels on slice 6
+    pred = np.zeros_like(gt)
+    pred[0:2, 0:2, 1] = 1
+    image = np.ones(gt.shape, np.float32)
+    assert pick_slice(gt, pred, fallback=image) == 6
+    assert pick_slice(None, pred, fallback=image) == 1
+    assert pick_slice(None, np.zeros_like(gt), fallback=image) == 3  # middle of the non-zero image
+    png = write_overview(tmp_path / "o.png", [dict(image=image, gt=gt, pred=pred, amap=image, tau=0.5, title="x")])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -129,3 +129,31 @@ def test_unknown_configuration_is_refused(prepared, capsys):
     raw, out = prepared
     code = cli.main(["-d", raw.name, "--raw", str(raw.parent), "--preprocessed", str(out.parent), "-c", "4d"])
     assert code == 2 and "unknown configuration(s) 4d" in capsys.readouterr().err
+
+
+def test_second_pass_adds_gmm_and_fused_pseudo_labels(prepared):
+    from scipy import ndimage
+
+    from blogrr_nnu.gmm import DEFAULT_FUSION_MARGIN_MM
+    from blogrr_nnu.pseudo_labels import MODEL_FILE, add_image_pseudo_labels, quality
+
+    _, out = prepared
+    folder = out / load_plans(out)["configurations"][CONFIG]["data_identifier"]
+    assert (folder / MODEL_FILE).is_file()
+    idx = {n: SEG_CHANNELS.index(n) for n in SEG_CHANNELS}
+    for cid in ("tumor_000", "tumor_001", "test_000"):
+        _, seg, props = _load(folder, cid)
+        lesion, report, gmm, fused = (seg[idx[n]] > 0 for n in ("label", "pseudo_report", "pseudo_gmm", "pseudo_fused"))
+        assert props["image_pseudo_labels"]
+        # the bright sphere is what the GMM finds; the fused label stays within the grown report region
+        assert dice(gmm, lesion) >= 0.6, (cid, dice(gmm, lesion))
+        grown = ndimage.distance_transform_edt(~report, sampling=props["spacing"]) <= DEFAULT_FUSION_MARGIN_MM
+        assert fused.any() and not np.any(fused & ~grown)
+        assert dice(fused, lesion) > dice(report, lesion)
+    for cid in ("healthy_000", "healthy_001"):  # healthy cases: channels present, empty
+        _, seg, _ = _load(folder, cid)
+        assert seg.shape[0] == len(SEG_CHANNELS) and not seg[idx["pseudo_gmm"]].any()
+    # idempotent: a second call skips every case
+    assert set(add_image_pseudo_labels(folder, [48, 48, 56]).values()) == {"skipped"}
+    q = quality(folder)
+    assert q["summary"]["fused"]["n"] == 3 and q["summary"]["fused"]["mean"] > q["summary"]["report"]["mean"]

@@ -23,8 +23,30 @@ def default_configuration(device: torch.device) -> str:
     return "3d_fullres" if device.type in ("cuda", "mps") else "3d_cpu"
 
 
+def variant_class(cls: type, threshold_input: str | None = None, pseudo_label: str | None = None) -> type:
+    """The trainer class for a variant; each variant gets its own class name, hence its own run folder.
+
+    ``threshold_input="image"`` -> ``...ImageOnlyT``; ``pseudo_label="gmm"`` / ``"fused"`` -> ``...GMMTarget`` /
+    ``...FusedTarget`` (the upper loop's target; ``"report"`` is the default).
+    """
+    from blogrr_nnu.pseudo_labels import SOURCES
+
+    attrs, name = {}, cls.__name__
+    if threshold_input is not None and threshold_input != cls.threshold_input:
+        attrs["threshold_input"] = threshold_input
+        name += "ImageOnlyT" if threshold_input == "image" else "ImageAnomalyT"
+    if pseudo_label is not None:
+        if pseudo_label not in SOURCES:
+            raise ValueError(f"pseudo_label must be one of {', '.join(SOURCES)}, got {pseudo_label!r}")
+        if SOURCES[pseudo_label] != cls.upper_loop_target:
+            attrs["upper_loop_target"] = SOURCES[pseudo_label]
+            name += {"gmm": "GMMTarget", "fused": "FusedTarget", "report": "ReportTarget"}[pseudo_label]
+    return type(name, (cls,), attrs) if attrs else cls
+
+
 def build_trainer(dataset: str | int, fold: int | str, configuration: str | None = None, *, trainer: str = "blogrr",
-                  device: str = "cpu", threshold_input: str | None = None, epochs: int | None = None,
+                  device: str = "cpu", threshold_input: str | None = None, pseudo_label: str | None = None,
+                  epochs: int | None = None,
                   iters: int | None = None, upper_iters: int | None = None,
                   preprocessed: str | None = None) -> BlogrrTrainer:
     """Instantiate a trainer for a preprocessed dataset, with overrides applied.
@@ -53,11 +75,7 @@ def build_trainer(dataset: str | int, fold: int | str, configuration: str | None
         if not 0 <= fold < 5:
             raise ValueError(f"fold must be 0-4 or 'all', got {fold}")
     dataset_json = json.loads((folder / "dataset.json").read_text())
-    cls = TRAINERS[trainer]
-    if threshold_input is not None and threshold_input != cls.threshold_input:
-        # a variant gets its own class name, hence its own run folder
-        suffix = "ImageOnlyT" if threshold_input == "image" else "ImageAnomalyT"
-        cls = type(f"{cls.__name__}{suffix}", (cls,), {"threshold_input": threshold_input})
+    cls = variant_class(TRAINERS[trainer], threshold_input, pseudo_label)
     tr = cls(plans, configuration, fold, dataset_json, dev)
     if epochs is not None:
         tr.num_epochs = int(epochs)
@@ -97,7 +115,8 @@ def run(dataset, fold, configuration=None, *, continue_training=False, validatio
     """Build, optionally resume, and train (or only validate) one fold."""
     tr = build_trainer(dataset, fold, configuration, **kw)
     if tr.local_rank == 0:
-        write_run_config(tr, {k: kw.get(k) for k in ("epochs", "iters", "upper_iters", "device", "threshold_input")})
+        write_run_config(tr, {k: kw.get(k) for k in ("epochs", "iters", "upper_iters", "device", "threshold_input",
+                                                       "pseudo_label")})
     if continue_training or validation_only:
         which = resume(tr)
         if validation_only and which is None:

@@ -14,7 +14,8 @@ def build_parser() -> argparse.ArgumentParser:
         "$BLOGRR_results/DatasetXXX_Name/<Trainer>__blogrr_plans__<config>/fold_<FOLD>/.",
         epilog="examples:\n  blogrr_train 501 0\n  blogrr_train 501 0 -c 3d_cpu --epochs 5\n"
         "  blogrr_train 501 all -c 3d_fullres -device cuda -num_gpus 2\n  blogrr_train 501 0 --c      # resume\n"
-        "  blogrr_train 501 0 -tr dae   # DAE baseline (no threshold network)",
+        "  blogrr_train 501 0 -tr dae   # DAE baseline (no threshold network)\n"
+        "  blogrr_train 501 0 --pseudo_label fused   # upper loop against report + image pseudo-labels",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("dataset", help="dataset id, folder name or name")
@@ -31,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--upper_iters", type=int, default=None, help="upper-loop iterations per epoch")
     parser.add_argument("--threshold_input", default=None, choices=["image", "image+anomaly"],
                         help="what the threshold network sees (default image+anomaly)")
+    parser.add_argument("--pseudo_label", default=None, choices=["report", "gmm", "fused"],
+                        help="target of the upper loop: report regions (default), GMM, or report + image fused "
+                        "(docs/pseudo_labels.md)")
     parser.add_argument("-num_gpus", type=int, default=1, help="DDP processes (nnU-Net style); gloo on CPU")
     parser.add_argument("--preprocessed", default=None, help="preprocessed root (default $BLOGRR_preprocessed ...)")
     return parser
@@ -49,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         print("blogrr_train: -device cuda asked for, but no CUDA GPU is available (use -device cpu)", file=sys.stderr)
         return 2
-    kw = dict(trainer=args.trainer, device=device, threshold_input=args.threshold_input, epochs=args.epochs,
+    kw = dict(trainer=args.trainer, device=device, threshold_input=args.threshold_input, pseudo_label=args.pseudo_label,
+              epochs=args.epochs,
               iters=args.iters, upper_iters=args.upper_iters, preprocessed=args.preprocessed,
               continue_training=args.continue_training, validation_only=args.validation_only)
     try:

@@ -1,0 +1,165 @@
+"""The second preprocessing pass: GMM and fused pseudo-labels, and how good each pseudo-label is.
+
+After every case of a configuration is preprocessed, a :class:`~blogrr_nnu.gmm.HealthyModel` is fitted
+to brain voxels of the healthy training cases (``healthy_intensity_model.json`` in the configuration
+folder), and every tumour and test case gets two more seg channels: ``pseudo_gmm`` (image only) and
+``pseudo_fused`` (report region x image atypicality, with the report's size as the volume; see
+:mod:`blogrr_nnu.gmm`). Cases are rewritten atomically and skipped when already done with the same
+model. The upper loop of ``BlogrrTrainer`` picks its target with ``--pseudo_label report|gmm|fused``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import pickle
+import shutil
+from pathlib import Path
+
+import blosc2
+import numpy as np
+from tqdm import tqdm
+
+from blogrr_nnu import gmm as G
+from blogrr_nnu.image_io import atomic_write
+from blogrr_nnu.parallel import process_pool
+from blogrr_nnu.planners.preprocessing import NO_LABEL, SEG_CHANNELS, save_case_atomic
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "healthy_intensity_model.json"
+SOURCES = {"report": "pseudo_report", "gmm": "pseudo_gmm", "fused": "pseudo_fused"}
+SAMPLES_TOTAL = 120000  # healthy voxels pooled for the healthy model (spread evenly over the cases)
+
+
+def read_case(folder: Path, case_id: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """``(data (C, *S) float32, seg (K, *S) int8 with every SEG_CHANNELS channel, props)`` of a stored case."""
+    data = blosc2.open(str(folder / f"{case_id}.b2nd"), mode="r")[:]
+    seg = blosc2.open(str(folder / f"{case_id}_seg.b2nd"), mode="r")[:]
+    with open(folder / f"{case_id}.pkl", "rb") as fh:
+        props = pickle.load(fh)
+    names = list(props["seg_channels"])
+    if names != list(SEG_CHANNELS):  # written by an older version: bring the channels into today's order
+        full = np.zeros((len(SEG_CHANNELS),) + seg.shape[1:], np.int8)
+        for i, n in enumerate(SEG_CHANNELS):
+            if n in names:
+                full[i] = seg[names.index(n)]
+            elif n == "label":
+                full[i] = NO_LABEL
+        seg = full
+        props["seg_channels"] = list(SEG_CHANNELS)
+        props.setdefault("image_pseudo_labels", None)
+    return np.asarray(data, np.float32), seg, props
+
+
+def _roles(folder: Path) -> dict[str, str]:
+    out = {}
+    for pkl in sorted(folder.glob("*.pkl")):
+        with open(pkl, "rb") as fh:
+            out[pkl.stem] = pickle.load(fh)["role"]
+    return out
+
+
+def healthy_model(folder: Path, healthy: list[str], overwrite: bool = False, seed: int = 0) -> tuple[G.HealthyModel, str]:
+    """Load or fit the configuration's healthy intensity model; returns it and a short hash of it."""
+    path = folder / MODEL_FILE
+    if path.is_file() and not overwrite:
+        d = json.loads(path.read_text())
+    else:
+        if not healthy:
+            raise ValueError(f"{folder}: no healthy case to learn healthy intensities from")
+        per_case = max(1000, SAMPLES_TOTAL // len(healthy))
+        samples = []
+        for i, k in enumerate(healthy):
+            data, seg, _ = read_case(folder, k)
+            samples.append(G.brain_samples(data, seg[0], per_case, seed=seed + i))
+        d = G.fit_healthy_model(np.concatenate(samples), seed=seed).to_dict()
+        d["healthy_cases"] = len(healthy)
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(d, indent=1)))
+    digest = hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+    return G.HealthyModel.from_dict(d), digest
+
+
+def _one(args) -> tuple[str, str]:
+    folder, case_id, model_dict, digest, patch, overwrite = args
+    data, seg, props = read_case(folder, case_id)
+    if props.get("image_pseudo_labels") == digest and not overwrite:
+        return case_id, "skipped"
+    if props["role"] in ("tumor", "test"):
+        model = G.HealthyModel.from_dict(model_dict)
+        spacing = props["spacing"]
+        brain = seg[0] > 0
+        gmm, ginfo = G.gmm_pseudo_label(data, brain, model, spacing)
+        atyp = G.atypicality_map(data, brain, model)
+        report = seg[SEG_CHANNELS.index("pseudo_report")] if props.get("has_report_pseudo_label") else None
+        size = (props.get("report") or {}).get("size_mm")
+        fused, finfo = G.fuse_report_and_image(report, gmm, atyp, spacing, G.ellipsoid_volume_ml(size), brain=brain)
+        if report is None and props["role"] == "tumor":
+            logger.info("%s: no report region; its fused pseudo-label is the GMM label", case_id)
+        seg[SEG_CHANNELS.index("pseudo_gmm")] = gmm
+        seg[SEG_CHANNELS.index("pseudo_fused")] = fused
+        props["gmm"], props["fused"] = ginfo, finfo
+    props["image_pseudo_labels"] = digest
+    save_case_atomic(folder, case_id, data, seg, props, patch)
+    return case_id, "done"
+
+
+def add_image_pseudo_labels(folder: str | Path, patch_size, *, num_processes: int = 1, overwrite: bool = False,
+                            seed: int = 0) -> dict[str, str]:
+    """Fit (or load) the healthy model of a configuration folder and write GMM / fused labels of every case.
+
+    Returns:
+        case id -> ``"done"`` or ``"skipped"``.
+    """
+    folder = Path(folder)
+    roles = _roles(folder)
+    model, digest = healthy_model(folder, [k for k, r in roles.items() if r == "healthy"], overwrite, seed)
+    jobs = [(folder, k, model.to_dict(), digest, list(patch_size), overwrite) for k in roles]
+    try:
+        return _run(jobs, num_processes)
+    finally:
+        shutil.rmtree(folder / ".tmp", ignore_errors=True)  # save_case_atomic's staging folder
+
+
+def _run(jobs: list, num_processes: int) -> dict[str, str]:
+    if num_processes > 1 and len(jobs) > 1:
+        with process_pool(num_processes) as pool:
+            return dict(tqdm(pool.map(_one, jobs), total=len(jobs), desc="GMM / fused pseudo-labels"))
+    return dict(_one(j) for j in tqdm(jobs, desc="GMM / fused pseudo-labels"))
+
+
+def quality(folder: str | Path) -> dict:
+    """Dice of each pseudo-label source against the ground truth, on cases that have both.
+
+    Returns:
+        ``{"cases": [{case_id, role, report, gmm, fused, label_ml}], "summary": {source: {mean, std, n}}}``.
+    """
+    folder = Path(folder)
+    rows = []
+    for case_id, role in _roles(folder).items():
+        if role == "healthy":
+            continue
+        _, seg, props = read_case(folder, case_id)
+        label = seg[SEG_CHANNELS.index("label")]
+        if (label < 0).all():
+            continue
+        ref = label > 0
+        row = {"case_id": case_id, "role": role,
+               "label_ml": float(ref.sum() * np.prod(props["spacing"]) / 1000.0)}
+        for name, channel in SOURCES.items():
+            p = seg[SEG_CHANNELS.index(channel)] > 0
+            denom = p.sum() + ref.sum()
+            row[name] = float(2 * np.logical_and(p, ref).sum() / denom) if denom else 1.0
+        rows.append(row)
+    summary = {s: {"mean": float(np.mean([r[s] for r in rows])) if rows else float("nan"),
+                   "std": float(np.std([r[s] for r in rows])) if rows else float("nan"), "n": len(rows)}
+               for s in SOURCES}
+    return {"cases": rows, "summary": summary}
+
+
+def quality_table(result: dict) -> str:
+    """Markdown table of :func:`quality`."""
+    lines = ["| pseudo-label | Dice vs ground truth (mean +- std) | cases |", "|---|---|---|"]
+    for s, v in result["summary"].items():
+        lines.append(f"| {s} | {v['mean']:.3f} +- {v['std']:.3f} | {v['n']} |")
+    return "\n".join(lines)
