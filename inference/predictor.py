@@ -39,7 +39,7 @@ from blogrr_nnu.networks import build_reconstruction_network, build_threshold_ne
 from blogrr_nnu.planners.fingerprint import registration_channel
 from blogrr_nnu.planners.preprocessing import prepare_case
 from blogrr_nnu.registration import register_to_template
-from blogrr_nnu.trainers.cases import WholeCase, anomaly_from_reconstruction, threshold_input
+from blogrr_nnu.trainers.cases import WholeCase, anomaly_from_reconstruction, slice_mean_tau, threshold_input
 from blogrr_nnu.trainers.checkpoint import load_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -123,6 +123,7 @@ class BlogrrPredictor(nnUNetPredictor):
         # as in training: a case within twice the patch's voxels runs as one window (0 = always the patch)
         self.whole_case_max_factor = 2.0
         self.threshold_input = "image+anomaly"
+        self.threshold_per_case = True
         self.used_folds: list[str] = []
         self.checkpoint_name = ""
 
@@ -183,6 +184,7 @@ class BlogrrPredictor(nnUNetPredictor):
             raise ModelFolderError(f"{trainer_name}: the run has no trained threshold network (a DAE run, or stopped "
                                    "before the first upper loop); give a threshold with --threshold VALUE")
         self.threshold_input = checkpoints[0].get("threshold_input", "image+anomaly")
+        self.threshold_per_case = bool(checkpoints[0].get("threshold_per_case", dim == 3))
         if self.fixed_threshold is None:
             self.threshold_network = build_threshold_network(cm.configuration["blogrr"], n_ch, dim,
                                                              self.threshold_input).to(self.device).eval()
@@ -236,7 +238,8 @@ class BlogrrPredictor(nnUNetPredictor):
                                               self.plans_manager.transpose_forward)
         case = WholeCase("input", torch.from_numpy(image), torch.from_numpy(brain[None] > 0),
                          torch.zeros((1, *brain.shape)), None, {})
-        per_slice = len(self.configuration_manager.patch_size) == 2
+        t_slices = len(self.configuration_manager.patch_size) == 2  # T sees slices (2D configurations)
+        per_slice = t_slices and not self.threshold_per_case
         k = float(self.blogrr["sigmoid_steepness"])
         soft_sum = torch.zeros((1, *brain.shape))
         amap_sum = torch.zeros((1, *brain.shape))
@@ -245,7 +248,7 @@ class BlogrrPredictor(nnUNetPredictor):
             self._load_fold(checkpoint)
             rec = self.predict_sliding_window_return_logits(case.data)
             amap = anomaly_from_reconstruction(case, rec, self.blogrr)
-            tau = self._tau(case, amap, per_slice)
+            tau = self._tau(case, amap, t_slices, per_slice)
             shaped = tau.view(1, -1, 1, 1) if per_slice else tau.view(1, 1, 1, 1)
             soft_sum += torch.sigmoid(k * (amap - shaped)) * case.brain
             amap_sum += amap
@@ -276,13 +279,14 @@ class BlogrrPredictor(nnUNetPredictor):
             info["tau_per_slice_range"] = [float(np.min(taus)), float(np.max(taus))]
         return CasePrediction(mask, amap_native.astype(np.float32), geometry, tau_mean, info)
 
-    def _tau(self, case: WholeCase, amap: torch.Tensor, per_slice: bool) -> torch.Tensor:
+    def _tau(self, case: WholeCase, amap: torch.Tensor, t_slices: bool, per_slice: bool) -> torch.Tensor:
         """``(1,)`` per case or ``(Z,)`` per slice, on the CPU."""
         if self.fixed_threshold is not None:
             return torch.full((amap.shape[1] if per_slice else 1,), float(self.fixed_threshold))
         x = threshold_input(case.data, amap if self.threshold_input == "image+anomaly" else None,
-                            self.blogrr["threshold_net"]["input_size"], per_slice)
-        return self.threshold_network(x.to(self.device)).float().cpu()
+                            self.blogrr["threshold_net"]["input_size"], t_slices)
+        tau = self.threshold_network(x.to(self.device)).float().cpu()
+        return tau if per_slice or not t_slices else slice_mean_tau(tau, case.brain)
 
     def remove_small_components(self, mask: np.ndarray, spacing) -> tuple[np.ndarray, int]:
         """Drop 26-connected components smaller than ``min_component_ml``; returns ``(mask, number removed)``."""

@@ -20,7 +20,8 @@ DATASET = "Dataset981_TrainTiny"
 def pre_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     write_template_dataset(root / "raw", name=DATASET, n_healthy=5, n_tumor=5, n_test=0, spacing=6.0, seed=3)
-    plan_and_preprocess(DATASET, [CONFIG], raw=str(root / "raw"), preprocessed=str(root / "pre"), num_processes=2)
+    plan_and_preprocess(DATASET, [CONFIG, "2d_cpu"], raw=str(root / "raw"), preprocessed=str(root / "pre"),
+                        num_processes=2)
     return root
 
 
@@ -163,3 +164,30 @@ def test_ddp_two_cpu_processes_hold_identical_weights(pre_root, tmp_path):
     assert changed, "one step must change the weights"
     for k in r0["after"]:
         assert torch.equal(r0["after"][k], r1["after"][k]), k
+
+
+def test_2d_threshold_per_slice_and_per_case(env):
+    from blogrr_nnu.trainers.cases import slice_mean_tau
+
+    for per_case in (False, True):
+        tr = build_trainer(DATASET, 0, "2d_cpu", device="cpu", epochs=2, iters=3, upper_iters=2,
+                           threshold_per_case=per_case)
+        assert type(tr).__name__.endswith("PerCaseT") == per_case
+        tr.run_training()
+        case = tr.tumor_val[0]
+        amap = tr._anomaly(case)[1]
+        tau = tr.case_tau(case, amap)
+        n_slices = case.data.shape[1]
+        assert tau.shape == ((1,) if per_case else (n_slices,))
+        with torch.no_grad():
+            slices = tr.threshold_network.eval()(tr._t_input(case, amap))
+        expected = slice_mean_tau(slices, case.brain) if per_case else slices
+        torch.testing.assert_close(tau, expected)
+        ckpt = load_checkpoint(os.path.join(tr.output_folder, "checkpoint_final.pth"))
+        assert ckpt["threshold_per_case"] is per_case
+    # one tau per case is the mean over the slices that hold brain, not over every slice
+    brain = torch.zeros(1, 4, 3, 3, dtype=torch.bool)
+    brain[0, 1:3, 1, 1] = True
+    assert float(slice_mean_tau(torch.tensor([9.0, 1.0, 3.0, 9.0]), brain)) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="2D configurations"):
+        build_trainer(DATASET, 0, CONFIG, device="cpu", threshold_per_case=True)

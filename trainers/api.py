@@ -23,11 +23,13 @@ def default_configuration(device: torch.device) -> str:
     return "3d_fullres" if device.type in ("cuda", "mps") else "3d_cpu"
 
 
-def variant_class(cls: type, threshold_input: str | None = None, pseudo_label: str | None = None) -> type:
+def variant_class(cls: type, threshold_input: str | None = None, pseudo_label: str | None = None,
+                  threshold_per_case: bool = False) -> type:
     """The trainer class for a variant; each variant gets its own class name, hence its own run folder.
 
     ``threshold_input="image"`` -> ``...ImageOnlyT``; ``pseudo_label="gmm"`` / ``"fused"`` -> ``...GMMTarget`` /
-    ``...FusedTarget`` (the upper loop's target; ``"report"`` is the default).
+    ``...FusedTarget`` (the upper loop's target; ``"report"`` is the default); ``threshold_per_case`` (2D
+    configurations) -> ``...PerCaseT``.
     """
     from blogrr_nnu.pseudo_labels import SOURCES
 
@@ -41,12 +43,15 @@ def variant_class(cls: type, threshold_input: str | None = None, pseudo_label: s
         if SOURCES[pseudo_label] != cls.upper_loop_target:
             attrs["upper_loop_target"] = SOURCES[pseudo_label]
             name += {"gmm": "GMMTarget", "fused": "FusedTarget", "report": "ReportTarget"}[pseudo_label]
+    if threshold_per_case and not cls.threshold_per_case_2d:
+        attrs["threshold_per_case_2d"] = True
+        name += "PerCaseT"
     return type(name, (cls,), attrs) if attrs else cls
 
 
 def build_trainer(dataset: str | int, fold: int | str, configuration: str | None = None, *, trainer: str = "blogrr",
                   device: str = "cpu", threshold_input: str | None = None, pseudo_label: str | None = None,
-                  epochs: int | None = None,
+                  threshold_per_case: bool = False, epochs: int | None = None,
                   iters: int | None = None, upper_iters: int | None = None,
                   preprocessed: str | None = None) -> BlogrrTrainer:
     """Instantiate a trainer for a preprocessed dataset, with overrides applied.
@@ -75,7 +80,10 @@ def build_trainer(dataset: str | int, fold: int | str, configuration: str | None
         if not 0 <= fold < 5:
             raise ValueError(f"fold must be 0-4 or 'all', got {fold}")
     dataset_json = json.loads((folder / "dataset.json").read_text())
-    cls = variant_class(TRAINERS[trainer], threshold_input, pseudo_label)
+    if threshold_per_case and len(plans["configurations"][configuration]["patch_size"]) != 2:
+        raise ValueError(f"--threshold_per_case applies to 2D configurations; {configuration} is 3D and always "
+                         "learns one threshold per case")
+    cls = variant_class(TRAINERS[trainer], threshold_input, pseudo_label, threshold_per_case)
     tr = cls(plans, configuration, fold, dataset_json, dev)
     if epochs is not None:
         tr.num_epochs = int(epochs)

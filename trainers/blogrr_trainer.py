@@ -44,7 +44,7 @@ from blogrr_nnu.image_io import atomic_write
 from blogrr_nnu.networks import build_reconstruction_network, build_threshold_network
 from blogrr_nnu.paths import preprocessed_root, results_root
 from blogrr_nnu.trainers import progress as prog
-from blogrr_nnu.trainers.cases import case_anomaly_map, load_whole_case, resize_mask, threshold_input
+from blogrr_nnu.trainers.cases import case_anomaly_map, load_whole_case, resize_mask, slice_mean_tau, threshold_input
 from blogrr_nnu.trainers.checkpoint import load_checkpoint, save_checkpoint
 from blogrr_nnu.trainers.splits import case_roles, fold_keys, load_or_create_splits
 
@@ -81,11 +81,14 @@ class BlogrrTrainer(nnUNetTrainer):
     Attributes:
         threshold_input: ``"image+anomaly"`` (T sees the image and R's anomaly map) or ``"image"``.
         upper_loop_target: seg channel used as pseudo-label P (``"pseudo_report"``).
+        threshold_per_case_2d: 2D configurations: one tau per case (T's per-slice outputs averaged over the
+            brain slices, trained against the whole case) instead of one per slice (the reference).
         train_threshold: False gives the DAE-only baseline (see :class:`DAETrainer`).
     """
 
     threshold_input = "image+anomaly"
     upper_loop_target = "pseudo_report"
+    threshold_per_case_2d = False
     train_threshold = True
     use_error_tolerance = True
     seed = 12345
@@ -105,7 +108,8 @@ class BlogrrTrainer(nnUNetTrainer):
         self.blogrr = self.configuration_manager.configuration["blogrr"]
         self.strides = self.configuration_manager.configuration["architecture"]["arch_kwargs"]["strides"]
         self.dim = len(self.configuration_manager.patch_size)
-        self.per_slice = self.dim == 2
+        self.t_slices = self.dim == 2  # T sees axial slices (2D configurations)
+        self.per_slice = self.t_slices and not self.threshold_per_case_2d  # one tau per slice
         cpu = self.blogrr["device_class"] == "cpu"
         # Outer epochs as the reference (100) on GPU; on CPU a schedule that fits in minutes.
         self.num_epochs = 12 if cpu else 100
@@ -219,16 +223,18 @@ class BlogrrTrainer(nnUNetTrainer):
     def _t_input(self, case, amap) -> torch.Tensor:
         size = self.blogrr["threshold_net"]["input_size"]
         return threshold_input(case.data, amap if self.threshold_input == "image+anomaly" else None, size,
-                               self.per_slice)
+                               self.t_slices)
 
     @torch.no_grad()
     def case_tau(self, case, amap) -> torch.Tensor:
-        """tau of a whole case: ``(1,)`` (3D) or ``(Z,)`` per slice (2D), on the CPU."""
+        """tau of a whole case: ``(1,)`` (3D, 2D per case) or ``(Z,)`` per slice (2D), on the CPU."""
         t = _unwrap(self.threshold_network)
         was = t.training
         t.eval()
         tau = t(self._t_input(case, amap).to(self.device)).cpu()
         t.train(was)
+        if self.t_slices and not self.per_slice:
+            tau = slice_mean_tau(tau, case.brain)
         return tau
 
     # -- lower loop ----------------------------------------------------------------------------------
@@ -287,9 +293,9 @@ class BlogrrTrainer(nnUNetTrainer):
         cache = []
         for case in self.tumor_train:
             amap = self._anomaly(case)[1]
-            cache.append((self._t_input(case, amap), resize_mask(amap, size, self.per_slice),
-                          resize_mask(case.target, size, self.per_slice),
-                          (resize_mask(case.brain, size, self.per_slice) > 0.5).float()))
+            cache.append((self._t_input(case, amap), resize_mask(amap, size, self.t_slices),
+                          resize_mask(case.target, size, self.t_slices),
+                          (resize_mask(case.brain, size, self.t_slices) > 0.5).float()))
         return cache
 
     def _initialise_tau(self, cache) -> None:
@@ -327,13 +333,25 @@ class BlogrrTrainer(nnUNetTrainer):
         else:
             items = [(c, 0) for c in range(len(cache))]
         total, taus = 0.0, []
+        batch = self.upper_batch_size if not (self.t_slices and not self.per_slice) else 4
         for _ in range(self.num_upper_iterations_per_epoch):
-            pick = rng.choice(len(items), size=min(self.upper_batch_size, len(items)), replace=False)
+            pick = rng.choice(len(items), size=min(batch, len(items)), replace=False)
             sel = [items[i] for i in pick]
-            inp, amap, target, brain = (torch.stack([cache[c][j][z] for c, z in sel]).to(self.device) for j in range(4))
-            tau = t(inp)
-            soft = A.soft_segmentation(amap, tau, k) * brain
-            loss = A.soft_dice_loss(soft, target, mask=brain)
+            if self.t_slices and not self.per_slice:  # 2D, one tau per case: a whole stack of slices per case
+                losses, step_taus = [], []
+                for c, _ in sel:
+                    inp, amap, target, brain = (cache[c][j].to(self.device) for j in range(4))
+                    tau_c = slice_mean_tau(t(inp), brain)
+                    soft = A.soft_segmentation(amap, tau_c.expand(amap.shape[0]), k) * brain
+                    losses.append(A.soft_dice_loss(soft.reshape(1, -1), target.reshape(1, -1), mask=brain.reshape(1, -1)))
+                    step_taus.append(tau_c)
+                loss, tau = torch.stack(losses).mean(), torch.cat(step_taus)
+            else:
+                inp, amap, target, brain = (torch.stack([cache[c][j][z] for c, z in sel]).to(self.device)
+                                            for j in range(4))
+                tau = t(inp)
+                soft = A.soft_segmentation(amap, tau, k) * brain
+                loss = A.soft_dice_loss(soft, target, mask=brain)
             self.threshold_optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.threshold_optimizer.step()
@@ -413,6 +431,7 @@ class BlogrrTrainer(nnUNetTrainer):
             "trainer_name": type(self).__name__,
             "threshold_input": self.threshold_input,
             "upper_loop_target": self.upper_loop_target,
+            "threshold_per_case": bool(not self.per_slice),
             "num_epochs": int(self.num_epochs),
             "num_iterations_per_epoch": int(self.num_iterations_per_epoch),
             "inference_allowed_mirroring_axes": list(self.inference_allowed_mirroring_axes or []),

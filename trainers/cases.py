@@ -115,3 +115,21 @@ def resize_mask(mask: torch.Tensor, size, per_slice: bool) -> torch.Tensor:
     """Bring a ``(1, Z, X, Y)`` mask or map to the threshold network's resolution (values in [0, 1] stay soft)."""
     m = mask.float()
     return A.resize(m.permute(1, 0, 2, 3), size) if per_slice else A.resize(m[None], size)
+
+
+def slice_mean_tau(slice_taus: torch.Tensor, brain: torch.Tensor) -> torch.Tensor:
+    """One tau per case from per-slice taus: their mean over the slices that hold brain.
+
+    Args:
+        slice_taus: ``(Z,)`` one tau per axial slice.
+        brain: ``(1, Z, X, Y)`` or ``(Z, 1, H, W)`` brain mask (at any in-plane resolution).
+
+    Returns:
+        ``(1,)``.
+    """
+    b = brain.reshape(brain.shape[0] * brain.shape[1], -1) if brain.shape[0] != slice_taus.shape[0] else brain.reshape(
+        slice_taus.shape[0], -1)
+    has = (b > 0).any(1).to(slice_taus.dtype)
+    if has.sum() == 0:
+        return slice_taus.mean().reshape(1)
+    return ((slice_taus * has).sum() / has.sum()).reshape(1)

@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pseudo_label", default=None, choices=["report", "gmm", "fused"],
                         help="target of the upper loop: report regions (default), GMM, or report + image fused "
                         "(docs/pseudo_labels.md)")
+    parser.add_argument("--threshold_per_case", action="store_true",
+                        help="2D configurations: one threshold per case (per-slice outputs averaged over the brain "
+                        "slices) instead of one per slice as the reference")
     parser.add_argument("-num_gpus", type=int, default=1, help="DDP processes (nnU-Net style); gloo on CPU")
     parser.add_argument("--preprocessed", default=None, help="preprocessed root (default $BLOGRR_preprocessed ...)")
     return parser
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         print("blogrr_train: -device cuda asked for, but no CUDA GPU is available (use -device cpu)", file=sys.stderr)
         return 2
     kw = dict(trainer=args.trainer, device=device, threshold_input=args.threshold_input, pseudo_label=args.pseudo_label,
-              epochs=args.epochs,
+              threshold_per_case=args.threshold_per_case, epochs=args.epochs,
               iters=args.iters, upper_iters=args.upper_iters, preprocessed=args.preprocessed,
               continue_training=args.continue_training, validation_only=args.validation_only)
     try:
