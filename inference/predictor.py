@@ -124,6 +124,7 @@ class BlogrrPredictor(nnUNetPredictor):
         self.whole_case_max_factor = 2.0
         self.threshold_input = "image+anomaly"
         self.threshold_per_case = True
+        self.method = "blogrr"
         self.used_folds: list[str] = []
         self.checkpoint_name = ""
 
@@ -177,8 +178,23 @@ class BlogrrPredictor(nnUNetPredictor):
         pm = PlansManager(plans)
         cm = pm.get_configuration(configuration)
         n_ch = len(dataset_json["channel_names"])
-        network = build_reconstruction_network(cm.configuration, n_ch)
         dim = len(cm.patch_size)
+        methods = {c.get("method", "blogrr") for c in checkpoints}
+        if len(methods) > 1:
+            raise ModelFolderError(f"{trainer_name}: folds of different methods {sorted(methods)} cannot be ensembled")
+        self.method = methods.pop()
+        if self.method == "cgc":  # a segmentation network: tumour probability >= 0.5, no threshold network
+            from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+            arch = cm.configuration["architecture"]
+            network = get_network_from_plans(arch["network_class_name"], arch["arch_kwargs"],
+                                             arch["_kw_requires_import"], n_ch, 2, allow_init=True,
+                                             deep_supervision=False)
+            axes = tuple(checkpoints[0].get("inference_allowed_mirroring_axes") or ())
+            self.manual_initialization(network.to(self.device).eval(), pm, cm, checkpoints, dataset_json, trainer_name,
+                                       axes)
+            return
+        network = build_reconstruction_network(cm.configuration, n_ch)
         trained_t = [bool(c.get("tau_initialised")) and "threshold_weights" in c for c in checkpoints]
         if self.fixed_threshold is None and not all(trained_t):
             raise ModelFolderError(f"{trainer_name}: the run has no trained threshold network (a DAE run, or stopped "
@@ -209,6 +225,7 @@ class BlogrrPredictor(nnUNetPredictor):
         tile = inference_tile_size(input_image.shape[1:], patch, self.configuration_manager.configuration[
             "architecture"]["arch_kwargs"]["strides"], self.whole_case_max_factor)
         return sliding_window_reconstruct(self.network, input_image, tile,
+                                          out_channels=2 if self.method == "cgc" else None,
                                           tile_step_size=self.tile_step_size, use_gaussian=self.use_gaussian,
                                           mirror_axes=mirror, window_device=self.device, stitch_device="cpu")
 
@@ -246,11 +263,16 @@ class BlogrrPredictor(nnUNetPredictor):
         taus = []
         for checkpoint in self.list_of_parameters:
             self._load_fold(checkpoint)
-            rec = self.predict_sliding_window_return_logits(case.data)
-            amap = anomaly_from_reconstruction(case, rec, self.blogrr)
-            tau = self._tau(case, amap, t_slices, per_slice)
-            shaped = tau.view(1, -1, 1, 1) if per_slice else tau.view(1, 1, 1, 1)
-            soft_sum += torch.sigmoid(k * (amap - shaped)) * case.brain
+            out = self.predict_sliding_window_return_logits(case.data)
+            if self.method == "cgc":  # the tumour probability is both the map and the soft mask
+                amap = torch.softmax(out, 0)[1:2] * case.brain
+                tau = torch.full((1,), 0.5)
+                soft_sum += amap
+            else:
+                amap = anomaly_from_reconstruction(case, out, self.blogrr)
+                tau = self._tau(case, amap, t_slices, per_slice)
+                shaped = tau.view(1, -1, 1, 1) if per_slice else tau.view(1, 1, 1, 1)
+                soft_sum += torch.sigmoid(k * (amap - shaped)) * case.brain
             amap_sum += amap
             taus.append(tau.tolist())
         n = len(self.list_of_parameters)
@@ -266,14 +288,17 @@ class BlogrrPredictor(nnUNetPredictor):
         info = {
             "tau": tau_mean,
             "tau_per_fold": [float(np.mean(t)) for t in taus],
-            "threshold_source": "fixed" if self.fixed_threshold is not None else f"threshold network ({self.threshold_input})",
+            "threshold_source": ("segmentation network (CGC): tumour probability >= 0.5" if self.method == "cgc"
+                                 else "fixed" if self.fixed_threshold is not None
+                                 else f"threshold network ({self.threshold_input})"),
             "voxels": int(mask.sum()),
             "volume_ml": float(mask.sum() * voxel_ml),
             "components_removed": removed,
             "min_component_ml": self.min_component_ml,
             "folds": self.used_folds or [str(i) for i in range(n)],
             "registration": {"metric": reg.metric, "brain_dice": reg.brain_dice},
-            "anomaly_units": "robust z-score of the case (median / (IQR / 1.349)) per channel, averaged over channels",
+            "anomaly_units": ("tumour probability" if self.method == "cgc" else
+                              "robust z-score of the case (median / (IQR / 1.349)) per channel, averaged over channels"),
         }
         if per_slice:
             info["tau_per_slice_range"] = [float(np.min(taus)), float(np.max(taus))]

@@ -12,10 +12,11 @@ from blogrr_nnu.image_io import atomic_write
 from blogrr_nnu.paths import preprocessed_root, resolve_dataset
 from blogrr_nnu.planners.api import load_plans
 from blogrr_nnu.trainers.blogrr_trainer import BlogrrTrainer, DAETrainer, THRESHOLD_INPUTS
+from blogrr_nnu.trainers.cgc_trainer import CGCTrainer
 
 logger = logging.getLogger(__name__)
 
-TRAINERS = {"blogrr": BlogrrTrainer, "dae": DAETrainer}
+TRAINERS = {"blogrr": BlogrrTrainer, "dae": DAETrainer, "cgc": CGCTrainer}
 
 
 def default_configuration(device: torch.device) -> str:

@@ -9,7 +9,7 @@ from blogrr_nnu.image_io import atomic_write
 
 KEYS = ("epoch", "lower_loss", "lower_mse", "lower_tolerance", "upper_loss", "tau_mean",
         "val_healthy_mse", "val_healthy_flagged", "val_pseudo_dice", "val_gt_dice",
-        "time_lower", "time_upper", "time_val")
+        "time_lower", "time_upper", "time_val", "ce", "contrastive")
 
 
 def new_progress() -> dict[str, list[float]]:
@@ -35,11 +35,17 @@ def write(progress: dict, folder: Path) -> None:
     ep = progress["epoch"]
     fig, axes = plt.subplots(3, 1, figsize=(9, 10), sharex=True)
     ax = axes[0]
-    ax.plot(ep, progress["lower_loss"], label="lower loop: total")
-    ax.plot(ep, progress["lower_mse"], label="lower loop: MSE")
-    ax.plot(ep, progress["lower_tolerance"], label="lower loop: error tolerance")
-    ax.plot(ep, progress["val_healthy_mse"], "--", label="val healthy MSE (no noise)")
-    ax.set_ylabel("reconstruction")
+    if any(math.isfinite(v) for v in progress.get("ce", [])):  # CGC: a segmentation network
+        ax.plot(ep, progress["lower_loss"], label="total")
+        ax.plot(ep, progress["ce"], label="cross-entropy vs pseudo-label")
+        ax.plot(ep, progress["contrastive"], label="mini-patch contrastive")
+        ax.set_ylabel("training loss")
+    else:
+        ax.plot(ep, progress["lower_loss"], label="lower loop: total")
+        ax.plot(ep, progress["lower_mse"], label="lower loop: MSE")
+        ax.plot(ep, progress["lower_tolerance"], label="lower loop: error tolerance")
+        ax.plot(ep, progress["val_healthy_mse"], "--", label="val healthy MSE (no noise)")
+        ax.set_ylabel("reconstruction")
     ax.legend(fontsize=8)
     ax = axes[1]
     ax.plot(ep, progress["upper_loss"], label="upper loop: 1 - soft Dice vs pseudo-label")

@@ -6,7 +6,7 @@ import logging
 import sys
 from pathlib import Path
 
-TRAINER_ALIASES = {"blogrr": "BlogrrTrainer", "dae": "DAETrainer"}
+TRAINER_ALIASES = {"blogrr": "BlogrrTrainer", "dae": "DAETrainer", "cgc": "CGCTrainer"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "this finds the run folder below the results root)")
     parser.add_argument("-c", "--configuration", default=None, help="configuration (default: 3d_fullres with a GPU, "
                         "3d_cpu without)")
-    parser.add_argument("-tr", "--trainer", default="blogrr", help="blogrr, dae, or a trainer class name such as "
+    parser.add_argument("-tr", "--trainer", default="blogrr", help="blogrr, dae, cgc, or a trainer class name such as "
                         "BlogrrTrainerImageOnlyT (default blogrr)")
     parser.add_argument("-m", "--model_folder", default=None, help="run folder <Trainer>__blogrr_plans__<config> "
                         "(instead of -d/-c/-tr)")

@@ -15,14 +15,17 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  blogrr_train 501 0\n  blogrr_train 501 0 -c 3d_cpu --epochs 5\n"
         "  blogrr_train 501 all -c 3d_fullres -device cuda -num_gpus 2\n  blogrr_train 501 0 --c      # resume\n"
         "  blogrr_train 501 0 -tr dae   # DAE baseline (no threshold network)\n"
-        "  blogrr_train 501 0 --pseudo_label fused   # upper loop against report + image pseudo-labels",
+        "  blogrr_train 501 0 --pseudo_label fused   # upper loop against report + image pseudo-labels\n"
+        "  blogrr_train 501 0 -tr cgc                # CGC on GMM pseudo-labels (--pseudo_label fused: fused ones)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("dataset", help="dataset id, folder name or name")
     parser.add_argument("fold", help="fold 0-4, or 'all'")
     parser.add_argument("-c", "--configuration", default=None,
                         help="configuration (default: 3d_fullres with a GPU, 3d_cpu without)")
-    parser.add_argument("-tr", "--trainer", default="blogrr", choices=["blogrr", "dae"], help="trainer (default blogrr)")
+    parser.add_argument("-tr", "--trainer", default="blogrr", choices=["blogrr", "dae", "cgc"],
+                        help="blogrr (default), dae (reconstruction only), cgc (GMM pseudo-labels + cross-granularity "
+                        "contrastive segmentation network, docs/cgc.md)")
     parser.add_argument("-device", default=None, choices=["cpu", "cuda", "mps"],
                         help="device (default: cuda if available, else cpu)")
     parser.add_argument("--c", dest="continue_training", action="store_true", help="continue from the latest checkpoint")

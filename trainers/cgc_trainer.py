@@ -1,0 +1,291 @@
+"""CGCTrainer: a segmentation network refined from image pseudo-labels with a cross-granularity loss.
+
+CGC (DESIGN.md section 1, no public code) trains an encoder-decoder on a GMM pseudo-label P with
+
+- a **coarse-grained** loss: voxel-wise cross-entropy against P (inside the brain);
+- a **fine-grained** loss: the deepest feature map goes through a projection head; it is cut into
+  *mini-patches* whose embeddings (mean over the mini-patch, L2-normalised) are contrasted: mini-patches
+  that are mostly lesion in P are anchors and positives, mini-patches free of lesion (and mostly brain)
+  are negatives, with temperature-scaled logits (:func:`cross_granularity_contrastive_loss`).
+
+Choices where the poster is silent (docs/cgc.md): network = the plans' U-Net (the reference's double
+3x3x3 conv blocks, deepest map 24x24x8 of a 192x192x64 patch), 2 output classes, no deep supervision;
+mini-patch = a quarter of the deepest map per axis (the reference's 6x6x2 of 24x24x8), at least 1;
+lesion mini-patch: > 50 % lesion; negative: no lesion and > 50 % brain; temperature 0.2; loss =
+CE + 1.0 x contrastive; Adam (amsgrad) at 1e-3 on CPU / 3e-4 on GPU, constant; the same spatial-only
+augmentation as BLOGRR; training patches from tumour training cases; target ``pseudo_gmm`` by default
+(``--pseudo_label fused`` for the fused label). Validation: Dice of the argmax against the pseudo-label
+(best checkpoint) and against ground truth where it exists (reported only), and the fraction of brain
+flagged on held-out healthy cases.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from blogrr_nnu import __version__
+from blogrr_nnu.inference.sliding_window import inference_tile_size, sliding_window_reconstruct
+from blogrr_nnu.trainers import progress as prog
+from blogrr_nnu.trainers.blogrr_trainer import BlogrrTrainer, _dice, _unwrap
+from blogrr_nnu.trainers.cases import load_whole_case
+from blogrr_nnu.trainers.checkpoint import load_checkpoint
+from blogrr_nnu.trainers.splits import case_roles, fold_keys, load_or_create_splits
+
+REF_DEEP = (24, 24, 8)  # deepest feature map of the reference (192x192x64 input, 3 stride-2 stages)
+REF_MINI = (6, 6, 2)  # its best mini-patch
+
+
+def mini_patch_size(deep_shape, ref_deep=REF_DEEP, ref_mini=REF_MINI) -> tuple[int, ...]:
+    """The reference's mini-patch scaled to our deepest map: the same fraction per axis, at least 1 voxel.
+
+    The reference's fraction is 1/4 on every axis, so the axis order does not matter.
+
+    Example:
+        >>> mini_patch_size((24, 24, 8))
+        (6, 6, 2)
+        >>> mini_patch_size((6, 6, 7))
+        (2, 2, 2)
+    """
+    ratio = [m / d for m, d in zip(ref_mini, ref_deep)]
+    ratio = ratio if len(deep_shape) == 3 else ratio[:2]
+    return tuple(max(1, int(round(s * r))) for s, r in zip(deep_shape, ratio))
+
+
+def cross_granularity_contrastive_loss(embeddings: torch.Tensor, lesion: torch.Tensor, normal: torch.Tensor,
+                                       temperature: float = 0.2) -> torch.Tensor:
+    """Supervised contrastive loss over mini-patch embeddings, lesion mini-patches as anchors.
+
+    For every lesion anchor i: ``-mean_{p in lesion, p != i} log(exp(z_i.z_p / T) / sum_{a != i} exp(z_i.z_a / T))``
+    with the sum over all lesion and normal mini-patches. Lower when lesion embeddings sit together and
+    away from normal ones.
+
+    Args:
+        embeddings: ``(N, D)`` L2-normalised.
+        lesion, normal: ``(N,)`` bool; mini-patches in neither are ignored.
+        temperature: T.
+
+    Returns:
+        Scalar (0 when there are fewer than 2 lesion or no normal mini-patches).
+    """
+    keep = lesion | normal
+    z, pos = embeddings[keep], lesion[keep]
+    if int(pos.sum()) < 2 or int((~pos).sum()) < 1:
+        return embeddings.sum() * 0.0
+    logits = z @ z.t() / temperature
+    n = z.shape[0]
+    eye = torch.eye(n, dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(eye, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    same = pos[:, None] & pos[None, :] & ~eye
+    per_anchor = -(log_prob.masked_fill(~same, 0.0).sum(1)) / same.sum(1).clamp_min(1)
+    return per_anchor[pos].mean()
+
+
+class CGCTrainer(BlogrrTrainer):
+    """Segmentation network + projection head trained on image pseudo-labels (module docstring)."""
+
+    upper_loop_target = "pseudo_gmm"
+    train_threshold = False
+    temperature = 0.2
+    contrastive_weight = 1.0
+    projection_dim = 64
+
+    def initialize(self):
+        if self.was_initialized:
+            raise RuntimeError("initialize() was called twice")
+        from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+        self._set_batch_size_and_oversample()
+        arch = self.configuration_manager.configuration["architecture"]
+        n_ch = len(self.dataset_json["channel_names"])
+        self.num_input_channels = n_ch
+        torch.manual_seed(self.seed)
+        self.network = get_network_from_plans(arch["network_class_name"], arch["arch_kwargs"],
+                                              arch["_kw_requires_import"], n_ch, 2, allow_init=True,
+                                              deep_supervision=False).to(self.device)
+        deep = int(arch["arch_kwargs"]["features_per_stage"][-1])
+        conv = nn.Conv3d if self.dim == 3 else nn.Conv2d
+        self.projection_head = nn.Sequential(conv(deep, deep, 1), nn.LeakyReLU(0.01, inplace=True),
+                                             conv(deep, self.projection_dim, 1)).to(self.device)
+        if self.blogrr["device_class"] != "cpu":
+            self.initial_lr = 3e-4
+        params = list(self.network.parameters()) + list(self.projection_head.parameters())
+        self.optimizer = torch.optim.Adam(params, self.initial_lr, weight_decay=self.weight_decay, amsgrad=True)
+        self.lr_scheduler = None
+        if self.is_ddp:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.network = DDP(self.network, device_ids=ids, find_unused_parameters=True)
+            self.projection_head = DDP(self.projection_head, device_ids=ids)
+        self.dataset_class = nnUNetDatasetBlosc2
+        self.inference_allowed_mirroring_axes = (1,) if self.dim == 3 else (0,)
+        self.was_initialized = True
+
+    def on_train_start(self):
+        if not self.was_initialized:
+            self.initialize()
+        folder = Path(self.preprocessed_dataset_folder)
+        roles = case_roles(folder)
+        self.keys = fold_keys(load_or_create_splits(Path(self.preprocessed_dataset_folder_base), folder), self.fold,
+                              roles)
+        if not self.keys["tumor_train"]:
+            raise ValueError(f"{folder}: no tumour training case in fold {self.fold}; CGC trains on tumour scans")
+        initial, transforms = self._augmentation()
+        self.dataloader_train = nnUNetDataLoader(
+            nnUNetDatasetBlosc2(str(folder), self.keys["tumor_train"]), self.batch_size, initial,
+            self.configuration_manager.patch_size, self.label_manager, oversample_foreground_percent=0.0,
+            transforms=transforms)
+        first = load_whole_case(folder, self.keys["tumor_train"][0], self.upper_loop_target)
+        self.target_index = list(first.props["seg_channels"]).index(self.upper_loop_target)
+        self.tumor_train, self.tumor_val = [], [load_whole_case(folder, k, self.upper_loop_target)
+                                                for k in self.keys["tumor_val"]]
+        self.healthy_val = [load_whole_case(folder, k, self.upper_loop_target) for k in self.keys["healthy_val"]]
+        Path(self.output_folder).mkdir(parents=True, exist_ok=True)
+        if self.local_rank == 0:
+            self._write_model_files()
+
+    # -- one training step -----------------------------------------------------------------------------
+    def losses(self, x: torch.Tensor, target: torch.Tensor, brain: torch.Tensor) -> dict[str, torch.Tensor]:
+        """CE (inside the brain) and the contrastive loss of one batch; ``x (B, C, *P)``, masks ``(B, 1, *P)``."""
+        net = _unwrap(self.network)
+        skips = net.encoder(x)
+        logits = net.decoder(skips)
+        ce_map = F.cross_entropy(logits, target[:, 0].long(), reduction="none")
+        ce = (ce_map * brain[:, 0]).sum() / brain.sum().clamp_min(1)
+        proj = self.projection_head(skips[-1])
+        deep = tuple(proj.shape[2:])
+        mini = mini_patch_size(deep)
+        pool = F.avg_pool3d if self.dim == 3 else F.avg_pool2d
+        emb = F.normalize(pool(proj, mini, mini, ceil_mode=True), dim=1)
+        lesion_frac = pool(F.adaptive_avg_pool3d(target, deep) if self.dim == 3 else F.adaptive_avg_pool2d(target, deep),
+                           mini, mini, ceil_mode=True)
+        brain_frac = pool(F.adaptive_avg_pool3d(brain, deep) if self.dim == 3 else F.adaptive_avg_pool2d(brain, deep),
+                          mini, mini, ceil_mode=True)
+        d = emb.shape[1]
+        emb = emb.movedim(1, -1).reshape(-1, d)
+        lesion = (lesion_frac > 0.5).reshape(-1)
+        normal = ((lesion_frac == 0) & (brain_frac > 0.5)).reshape(-1)
+        con = cross_granularity_contrastive_loss(emb, lesion, normal, self.temperature)
+        return {"loss": ce + self.contrastive_weight * con, "ce": ce, "contrastive": con,
+                "n_lesion": lesion.sum(), "n_normal": normal.sum()}
+
+    def run_lower_loop(self, epoch: int) -> dict:
+        self._seed(epoch, 0)
+        self.network.train()
+        self.projection_head.train()
+        totals = {"lower_loss": 0.0, "ce": 0.0, "contrastive": 0.0}
+        for _ in range(self.num_iterations_per_epoch):
+            batch = self.dataloader_train.generate_train_batch()
+            seg = batch["target"].to(self.device)
+            brain = (seg[:, 0:1] > 0).float()
+            target = (seg[:, self.target_index:self.target_index + 1] > 0).float()
+            x = batch["data"].to(self.device) * brain
+            out = self.losses(x, target, brain)
+            self.optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(list(self.network.parameters()) + list(self.projection_head.parameters()), 12)
+            self.optimizer.step()
+            for k, key in (("lower_loss", "loss"), ("ce", "ce"), ("contrastive", "contrastive")):
+                totals[k] += float(out[key].detach()) / self.num_iterations_per_epoch
+        return totals
+
+    def run_upper_loop(self, epoch: int) -> dict:
+        return {}
+
+    # -- whole cases -------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_probability(self, data: torch.Tensor) -> torch.Tensor:
+        """Tumour probability ``(1, *S)`` of a whole case ``(C, *S)`` (softmax of the sliding-window logits)."""
+        net = _unwrap(self.network)
+        net.eval()
+        patch = self.configuration_manager.patch_size
+        tile = inference_tile_size(data.shape[1:], patch, self.strides)
+        logits = sliding_window_reconstruct(net, data, tile, tile_step_size=self.tile_step_size,
+                                            window_device=self.device, stitch_device="cpu", out_channels=2)
+        return torch.softmax(logits, 0)[1:2]
+
+    @torch.no_grad()
+    def run_validation(self) -> dict:
+        out = {"val_healthy_flagged": [], "val_pseudo_dice": [], "val_gt_dice": []}
+        for case in self.healthy_val + self.tumor_val:
+            pred = (self.predict_probability(case.data) >= 0.5) & case.brain
+            if case.props["role"] == "healthy":
+                out["val_healthy_flagged"].append(float(pred.sum() / case.brain.sum().clamp_min(1)))
+                continue
+            if case.target.any():
+                out["val_pseudo_dice"].append(_dice(pred, case.target > 0))
+            if case.label is not None:
+                out["val_gt_dice"].append(_dice(pred, case.label))
+        res = {k: float(np.mean(v)) if v else math.nan for k, v in out.items()}
+        res["val_healthy_mse"] = math.nan
+        return res
+
+    def run_training(self):
+        self.on_train_start()
+        for epoch in range(self.current_epoch, self.num_epochs):
+            t0 = time.perf_counter()
+            lower = self.run_lower_loop(epoch)
+            t1 = time.perf_counter()
+            val = self.run_validation()
+            t2 = time.perf_counter()
+            prog.append(self.progress, epoch=epoch, **lower, **val, time_lower=t1 - t0, time_upper=0.0, time_val=t2 - t1)
+            self.print_to_log_file(
+                f"epoch {epoch}: loss {lower['lower_loss']:.4f} (CE {lower['ce']:.4f}, contrastive "
+                f"{lower['contrastive']:.4f}) | val pseudo Dice {val['val_pseudo_dice']:.3f} GT Dice "
+                f"{val['val_gt_dice']:.3f} healthy flagged {val['val_healthy_flagged']:.4f} | {t1 - t0:.1f}+{t2 - t1:.1f} s")
+            self.current_epoch = epoch + 1
+            score = val["val_pseudo_dice"]
+            if not math.isnan(score) and score > self.best_pseudo_dice:
+                self.best_pseudo_dice = score
+                self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_best.pth"))
+            self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_latest.pth"))
+            if self.local_rank == 0:
+                prog.write(self.progress, Path(self.output_folder))
+        self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_final.pth"))
+        if self.local_rank == 0 and os.path.isfile(os.path.join(self.output_folder, "checkpoint_latest.pth")):
+            os.remove(os.path.join(self.output_folder, "checkpoint_latest.pth"))
+        self.print_to_log_file("Training done.")
+
+    # -- checkpoints -------------------------------------------------------------------------------------
+    def checkpoint_dict(self) -> dict:
+        return {
+            "network_weights": _unwrap(self.network).state_dict(),
+            "projection_weights": _unwrap(self.projection_head).state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "current_epoch": int(self.current_epoch),
+            "progress": self.progress,
+            "best_pseudo_dice": float(self.best_pseudo_dice),
+            "tau_initialised": False,
+            "method": "cgc",
+            "init_args": {"configuration": self.configuration_name, "fold": str(self.fold),
+                          "dataset_name": self.plans_manager.dataset_name, "plans_name": self.plans_manager.plans_name},
+            "trainer_name": type(self).__name__,
+            "upper_loop_target": self.upper_loop_target,
+            "num_epochs": int(self.num_epochs),
+            "num_iterations_per_epoch": int(self.num_iterations_per_epoch),
+            "inference_allowed_mirroring_axes": list(self.inference_allowed_mirroring_axes or []),
+            "blogrr_version": __version__,
+        }
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        if not self.was_initialized:
+            self.initialize()
+        ckpt = (load_checkpoint(filename_or_checkpoint, self.device) if isinstance(filename_or_checkpoint, (str, Path))
+                else filename_or_checkpoint)
+        _unwrap(self.network).load_state_dict(ckpt["network_weights"])
+        _unwrap(self.projection_head).load_state_dict(ckpt["projection_weights"])
+        self.optimizer.load_state_dict(ckpt["optimizer_state"])
+        self.current_epoch = int(ckpt["current_epoch"])
+        self.progress = {k: list(v) for k, v in ckpt["progress"].items()}
+        for k in prog.KEYS:
+            self.progress.setdefault(k, [math.nan] * len(self.progress.get("epoch", [])))
+        self.best_pseudo_dice = float(ckpt["best_pseudo_dice"])
