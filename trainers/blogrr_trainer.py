@@ -396,11 +396,8 @@ class BlogrrTrainer(nnUNetTrainer):
             t3 = time.perf_counter()
             prog.append(self.progress, epoch=epoch, **lower, **upper, **val, time_lower=t1 - t0, time_upper=t2 - t1,
                         time_val=t3 - t2)
-            self.print_to_log_file(
-                f"epoch {epoch}: lower {lower['lower_loss']:.4f} (mse {lower['lower_mse']:.4f}) | upper "
-                f"{upper.get('upper_loss', math.nan):.4f} tau {upper.get('tau_mean', math.nan):.3f} | val pseudo Dice "
-                f"{val['val_pseudo_dice']:.3f} GT Dice {val['val_gt_dice']:.3f} healthy flagged "
-                f"{val['val_healthy_flagged']:.4f} | {t1 - t0:.1f}+{t2 - t1:.1f}+{t3 - t2:.1f} s")
+            self.print_to_log_file(f"epoch {epoch}: {self.epoch_summary(lower, upper, val)} | "
+                                   f"{t1 - t0:.1f}+{t2 - t1:.1f}+{t3 - t2:.1f} s")
             self.current_epoch = epoch + 1
             score = val["val_pseudo_dice"]
             if not math.isnan(score) and score > self.best_pseudo_dice:
@@ -414,28 +411,41 @@ class BlogrrTrainer(nnUNetTrainer):
             os.remove(os.path.join(self.output_folder, "checkpoint_latest.pth"))
         self.print_to_log_file("Training done.")
 
+    def epoch_summary(self, lower: dict, upper: dict, val: dict) -> str:
+        """One log line's worth of an epoch's numbers."""
+        return (f"lower {lower['lower_loss']:.4f} (mse {lower['lower_mse']:.4f}) | upper "
+                f"{upper.get('upper_loss', math.nan):.4f} tau {upper.get('tau_mean', math.nan):.3f} | val pseudo Dice "
+                f"{val['val_pseudo_dice']:.3f} GT Dice {val['val_gt_dice']:.3f} healthy flagged "
+                f"{val['val_healthy_flagged']:.4f}")
+
     # -- checkpoints -----------------------------------------------------------------------------------
-    def checkpoint_dict(self) -> dict:
-        """Everything needed to resume or predict, as tensors, numbers and strings only."""
+    def base_checkpoint(self) -> dict:
+        """What every trainer's checkpoint holds: R (or the segmentation network), its optimizer, the schedule."""
         return {
             "network_weights": _unwrap(self.network).state_dict(),
-            "threshold_weights": _unwrap(self.threshold_network).state_dict(),
             "optimizer_state": self.optimizer.state_dict(),
-            "threshold_optimizer_state": self.threshold_optimizer.state_dict(),
             "current_epoch": int(self.current_epoch),
             "progress": self.progress,
             "best_pseudo_dice": float(self.best_pseudo_dice),
-            "tau_initialised": bool(self.tau_initialised),
             "init_args": {"configuration": self.configuration_name, "fold": str(self.fold),
                           "dataset_name": self.plans_manager.dataset_name, "plans_name": self.plans_manager.plans_name},
             "trainer_name": type(self).__name__,
-            "threshold_input": self.threshold_input,
             "upper_loop_target": self.upper_loop_target,
-            "threshold_per_case": bool(not self.per_slice),
             "num_epochs": int(self.num_epochs),
             "num_iterations_per_epoch": int(self.num_iterations_per_epoch),
             "inference_allowed_mirroring_axes": list(self.inference_allowed_mirroring_axes or []),
             "blogrr_version": __version__,
+        }
+
+    def checkpoint_dict(self) -> dict:
+        """Everything needed to resume or predict, as tensors, numbers and strings only."""
+        return {
+            **self.base_checkpoint(),
+            "threshold_weights": _unwrap(self.threshold_network).state_dict(),
+            "threshold_optimizer_state": self.threshold_optimizer.state_dict(),
+            "tau_initialised": bool(self.tau_initialised),
+            "threshold_input": self.threshold_input,
+            "threshold_per_case": bool(not self.per_slice),
         }
 
     def save_checkpoint(self, filename: str) -> None:
@@ -443,18 +453,25 @@ class BlogrrTrainer(nnUNetTrainer):
             save_checkpoint(self.checkpoint_dict(), filename)
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
+        ckpt = self.load_base_checkpoint(filename_or_checkpoint)
+        _unwrap(self.threshold_network).load_state_dict(ckpt["threshold_weights"])
+        self.threshold_optimizer.load_state_dict(ckpt["threshold_optimizer_state"])
+        self.tau_initialised = bool(ckpt["tau_initialised"])
+
+    def load_base_checkpoint(self, filename_or_checkpoint) -> dict:
+        """Restore what :meth:`base_checkpoint` saved; returns the checkpoint for the rest."""
         if not self.was_initialized:
             self.initialize()
         ckpt = (load_checkpoint(filename_or_checkpoint, self.device) if isinstance(filename_or_checkpoint, (str, Path))
                 else filename_or_checkpoint)
         _unwrap(self.network).load_state_dict(ckpt["network_weights"])
-        _unwrap(self.threshold_network).load_state_dict(ckpt["threshold_weights"])
         self.optimizer.load_state_dict(ckpt["optimizer_state"])
-        self.threshold_optimizer.load_state_dict(ckpt["threshold_optimizer_state"])
         self.current_epoch = int(ckpt["current_epoch"])
         self.progress = {k: list(v) for k, v in ckpt["progress"].items()}
+        for k in prog.KEYS:  # checkpoints of older versions lack newer keys
+            self.progress.setdefault(k, [math.nan] * len(self.progress.get("epoch", [])))
         self.best_pseudo_dice = float(ckpt["best_pseudo_dice"])
-        self.tau_initialised = bool(ckpt["tau_initialised"])
+        return ckpt
 
 
 def _dice(pred: torch.Tensor, ref: torch.Tensor) -> float:

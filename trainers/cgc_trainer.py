@@ -21,8 +21,6 @@ flagged on held-out healthy cases.
 from __future__ import annotations
 
 import math
-import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +31,9 @@ from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from blogrr_nnu import __version__
 from blogrr_nnu.inference.sliding_window import inference_tile_size, sliding_window_reconstruct
-from blogrr_nnu.trainers import progress as prog
 from blogrr_nnu.trainers.blogrr_trainer import BlogrrTrainer, _dice, _unwrap
 from blogrr_nnu.trainers.cases import load_whole_case
-from blogrr_nnu.trainers.checkpoint import load_checkpoint
 from blogrr_nnu.trainers.splits import case_roles, fold_keys, load_or_create_splits
 
 REF_DEEP = (24, 24, 8)  # deepest feature map of the reference (192x192x64 input, 3 stride-2 stages)
@@ -229,63 +224,16 @@ class CGCTrainer(BlogrrTrainer):
         res["val_healthy_mse"] = math.nan
         return res
 
-    def run_training(self):
-        self.on_train_start()
-        for epoch in range(self.current_epoch, self.num_epochs):
-            t0 = time.perf_counter()
-            lower = self.run_lower_loop(epoch)
-            t1 = time.perf_counter()
-            val = self.run_validation()
-            t2 = time.perf_counter()
-            prog.append(self.progress, epoch=epoch, **lower, **val, time_lower=t1 - t0, time_upper=0.0, time_val=t2 - t1)
-            self.print_to_log_file(
-                f"epoch {epoch}: loss {lower['lower_loss']:.4f} (CE {lower['ce']:.4f}, contrastive "
-                f"{lower['contrastive']:.4f}) | val pseudo Dice {val['val_pseudo_dice']:.3f} GT Dice "
-                f"{val['val_gt_dice']:.3f} healthy flagged {val['val_healthy_flagged']:.4f} | {t1 - t0:.1f}+{t2 - t1:.1f} s")
-            self.current_epoch = epoch + 1
-            score = val["val_pseudo_dice"]
-            if not math.isnan(score) and score > self.best_pseudo_dice:
-                self.best_pseudo_dice = score
-                self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_best.pth"))
-            self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_latest.pth"))
-            if self.local_rank == 0:
-                prog.write(self.progress, Path(self.output_folder))
-        self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_final.pth"))
-        if self.local_rank == 0 and os.path.isfile(os.path.join(self.output_folder, "checkpoint_latest.pth")):
-            os.remove(os.path.join(self.output_folder, "checkpoint_latest.pth"))
-        self.print_to_log_file("Training done.")
+    def epoch_summary(self, lower: dict, upper: dict, val: dict) -> str:
+        return (f"loss {lower['lower_loss']:.4f} (CE {lower['ce']:.4f}, contrastive {lower['contrastive']:.4f}) | val "
+                f"pseudo Dice {val['val_pseudo_dice']:.3f} GT Dice {val['val_gt_dice']:.3f} healthy flagged "
+                f"{val['val_healthy_flagged']:.4f}")
 
     # -- checkpoints -------------------------------------------------------------------------------------
     def checkpoint_dict(self) -> dict:
-        return {
-            "network_weights": _unwrap(self.network).state_dict(),
-            "projection_weights": _unwrap(self.projection_head).state_dict(),
-            "optimizer_state": self.optimizer.state_dict(),
-            "current_epoch": int(self.current_epoch),
-            "progress": self.progress,
-            "best_pseudo_dice": float(self.best_pseudo_dice),
-            "tau_initialised": False,
-            "method": "cgc",
-            "init_args": {"configuration": self.configuration_name, "fold": str(self.fold),
-                          "dataset_name": self.plans_manager.dataset_name, "plans_name": self.plans_manager.plans_name},
-            "trainer_name": type(self).__name__,
-            "upper_loop_target": self.upper_loop_target,
-            "num_epochs": int(self.num_epochs),
-            "num_iterations_per_epoch": int(self.num_iterations_per_epoch),
-            "inference_allowed_mirroring_axes": list(self.inference_allowed_mirroring_axes or []),
-            "blogrr_version": __version__,
-        }
+        return {**self.base_checkpoint(), "projection_weights": _unwrap(self.projection_head).state_dict(),
+                "tau_initialised": False, "method": "cgc"}
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
-        if not self.was_initialized:
-            self.initialize()
-        ckpt = (load_checkpoint(filename_or_checkpoint, self.device) if isinstance(filename_or_checkpoint, (str, Path))
-                else filename_or_checkpoint)
-        _unwrap(self.network).load_state_dict(ckpt["network_weights"])
+        ckpt = self.load_base_checkpoint(filename_or_checkpoint)
         _unwrap(self.projection_head).load_state_dict(ckpt["projection_weights"])
-        self.optimizer.load_state_dict(ckpt["optimizer_state"])
-        self.current_epoch = int(ckpt["current_epoch"])
-        self.progress = {k: list(v) for k, v in ckpt["progress"].items()}
-        for k in prog.KEYS:
-            self.progress.setdefault(k, [math.nan] * len(self.progress.get("epoch", [])))
-        self.best_pseudo_dice = float(ckpt["best_pseudo_dice"])
