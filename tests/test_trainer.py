@@ -76,10 +76,10 @@ def test_threshold_moves_toward_the_dice_optimal_value(env):
     tr.tau_initialised = True
     with torch.no_grad():
         tr.threshold_network.head.bias.fill_(float(np.log(0.05 / 0.95)))
-    start = float(tr.threshold_network(inp[None]))
+    start = float(tr.threshold_network(inp[None]).detach())
     tr.num_upper_iterations_per_epoch = 60
     tr.run_upper_loop(0)
-    end = float(tr.threshold_network(inp[None]))
+    end = float(tr.threshold_network(inp[None]).detach())
     optimum = 0.3 * tau_max
     assert abs(end - optimum) < 0.5 * abs(start - optimum), (start, end, optimum)
 

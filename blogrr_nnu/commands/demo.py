@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         "plan and preprocess, train BLOGRR (one fold), predict the test cases, evaluate (Dice, HD95, sensitivity) "
         "and write PNG overlays. Stages already done are reused.",
         epilog="examples:\n  blogrr_demo\n  blogrr_demo --epochs 4          # quicker, weaker\n"
+        "  blogrr_demo --pseudo_label fused   # BLOGRR with report + image pseudo-labels\n"
         "  BLOGRR_raw=/data/raw BLOGRR_preprocessed=/data/pre BLOGRR_results=/data/res blogrr_demo",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -37,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-c", "--configuration", default=None, help="default: 3d_cpu without a GPU, 3d_fullres with")
     parser.add_argument("--fold", default="0", help="fold to train (default 0)")
     parser.add_argument("--epochs", type=int, default=None, help="outer epochs (default: the trainer's, 12 on CPU)")
+    parser.add_argument("--pseudo_label", default="report", choices=["report", "gmm", "fused"],
+                        help="upper-loop target: report regions (default, as the paper) or report + image fused "
+                        "(docs/pseudo_labels.md)")
     parser.add_argument("-device", default=None, choices=["cpu", "cuda", "mps"], help="default: cuda if available")
     return parser
 
@@ -93,11 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     t = _stage(4, n, f"train BLOGRR, fold {args.fold}, {config} on {device}")
     from blogrr_nnu.trainers.api import run
 
-    run_folder = roots["BLOGRR_results"] / folder.name / f"BlogrrTrainer__blogrr_plans__{config}"
+    from blogrr_nnu.trainers.api import TRAINERS, variant_class
+
+    trainer = variant_class(TRAINERS["blogrr"], pseudo_label=args.pseudo_label).__name__
+    run_folder = roots["BLOGRR_results"] / folder.name / f"{trainer}__blogrr_plans__{config}"
     if (run_folder / f"fold_{args.fold}" / "checkpoint_final.pth").is_file():
         print(f"found a finished training in {run_folder / f'fold_{args.fold}'}")
     else:
-        run(DEMO_ID, args.fold, config, device=device, epochs=args.epochs, continue_training=True)
+        run(DEMO_ID, args.fold, config, device=device, epochs=args.epochs, pseudo_label=args.pseudo_label,
+            continue_training=True)
     timings["train"] = time.perf_counter() - t
 
     t = _stage(5, n, "predict the test cases")
@@ -105,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     from blogrr_nnu.inference.predictor import BlogrrPredictor
 
     out = roots["BLOGRR_results"] / folder.name / "demo"
-    pred_dir = out / f"predictions_{config}_fold{args.fold}"
+    pred_dir = out / f"predictions_{trainer}_{config}_fold{args.fold}"
     predictor = BlogrrPredictor(device=torch.device(device))
     predictor.initialize_from_run_folder(run_folder, [args.fold])
     pred = predict_folder(predictor, folder / "imagesTs", pred_dir, save_anomaly_maps=True)
@@ -117,23 +125,23 @@ def main(argv: list[str] | None = None) -> int:
     from blogrr_nnu.metrics import evaluate_folders, format_table, write_results
 
     ev = evaluate_folders(folder / "labelsTs", pred_dir, num_processes=max(1, args.num_processes))
-    write_results(ev, out / "summary.json", out / "summary_per_case.csv")
+    write_results(ev, pred_dir / "summary.json", pred_dir / "summary_per_case.csv")
     print(format_table(ev))
     timings["evaluate"] = time.perf_counter() - t
 
     t = _stage(7, n, "overlays")
-    overview = _overlays(folder, pred_dir, out / "overlays")
+    overview = _overlays(folder, pred_dir, pred_dir / "overlays")
     timings["overlays"] = time.perf_counter() - t
 
     total = time.perf_counter() - t_all
     timings["total"] = total
-    (out / "timings.json").write_text(json.dumps({k: round(v, 1) for k, v in timings.items()}, indent=1))
+    (pred_dir / "timings.json").write_text(json.dumps({k: round(v, 1) for k, v in timings.items()}, indent=1))
     print(f"\ndone in {total / 60:.1f} min ({', '.join(f'{k} {v:.0f} s' for k, v in timings.items() if k != 'total')})")
     print(f"  dataset:      {folder}  (montage.png)")
     print(f"  preprocessed: {pre}")
     print(f"  training:     {run_folder / f'fold_{args.fold}'}  (progress.png, training log)")
     print(f"  predictions:  {pred_dir}  (masks; anomaly_maps/ with tau per case)")
-    print(f"  evaluation:   {out / 'summary.json'}, {out / 'summary_per_case.csv'}")
+    print(f"  evaluation:   {pred_dir / 'summary.json'}, {pred_dir / 'summary_per_case.csv'}")
     print(f"  overlays:     {overview}  and one PNG per case beside it")
     return 0 if pred.ok and not ev["missing"] and not ev["errors"] else 1
 
