@@ -54,7 +54,8 @@ def test_mini_patch_scales_the_reference_geometry():
 def cgc_env(tmp_path_factory):
     root = tmp_path_factory.mktemp("cgc")
     raw = write_template_dataset(root / "raw", name=DATASET, n_healthy=5, n_tumor=5, n_test=1, spacing=6.0, seed=4)
-    plan_and_preprocess(DATASET, ["3d_cpu"], raw=str(root / "raw"), preprocessed=str(root / "pre"), num_processes=2)
+    plan_and_preprocess(DATASET, ["3d_cpu", "2d_cpu"], raw=str(root / "raw"), preprocessed=str(root / "pre"),
+                        num_processes=2)
     return root, raw
 
 
@@ -86,3 +87,19 @@ def test_cgc_trains_on_gmm_labels_and_predicts_in_native_geometry(cgc_env, monke
     assert info["threshold_source"].startswith("segmentation network (CGC)") and info["tau"] == 0.5
     dice = 2 * np.logical_and(mask > 0, label > 0).sum() / max(mask.sum() + label.sum(), 1)
     assert dice >= 0.5, dice
+
+
+def test_cgc_2d_trains_per_slice_and_predicts(cgc_env, monkeypatch, tmp_path):
+    root, raw = cgc_env
+    monkeypatch.setenv("BLOGRR_preprocessed", str(root / "pre"))
+    monkeypatch.setenv("BLOGRR_results", str(tmp_path / "results"))
+    tr = build_trainer(DATASET, 0, "2d_cpu", trainer="cgc", device="cpu", epochs=3, iters=6)
+    tr.run_training()
+    p = tr.progress
+    assert len(p["epoch"]) == 3 and all(np.isfinite(p["ce"])) and p["ce"][-1] < p["ce"][0]
+    assert p["val_pseudo_dice"][-1] > 0.3, p["val_pseudo_dice"]
+    out = tmp_path / "pred"
+    assert predict_main(["-i", str(raw / "imagesTs"), "-o", str(out), "-d", DATASET, "-tr", "cgc", "-c", "2d_cpu",
+                         "--results", str(tmp_path / "results")]) == 0
+    mask, geo = read_image(out / "test_000.nii.gz")
+    assert geo.shape == read_image(raw / "labelsTs" / "test_000.nii.gz")[1].shape and mask.max() <= 1

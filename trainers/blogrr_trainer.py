@@ -37,6 +37,7 @@ from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch import distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
 
 from blogrr_nnu import __version__
 from blogrr_nnu import anomaly as A
@@ -386,6 +387,7 @@ class BlogrrTrainer(nnUNetTrainer):
     # -- the loop ------------------------------------------------------------------------------------
     def run_training(self):
         self.on_train_start()
+        bar = tqdm(total=self.num_epochs, initial=self.current_epoch, desc="outer epochs", disable=self.local_rank != 0)
         for epoch in range(self.current_epoch, self.num_epochs):
             t0 = time.perf_counter()
             lower = self.run_lower_loop(epoch)
@@ -406,6 +408,8 @@ class BlogrrTrainer(nnUNetTrainer):
             self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_latest.pth"))
             if self.local_rank == 0:
                 prog.write(self.progress, Path(self.output_folder))
+            bar.update(1)
+        bar.close()
         self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_final.pth"))
         if self.local_rank == 0 and os.path.isfile(os.path.join(self.output_folder, "checkpoint_latest.pth")):
             os.remove(os.path.join(self.output_folder, "checkpoint_latest.pth"))
