@@ -3,15 +3,15 @@
 CGC (DESIGN.md section 1, no public code) trains an encoder-decoder on a GMM pseudo-label P with
 
 - a **coarse-grained** loss: voxel-wise cross-entropy against P (inside the brain);
-- a **fine-grained** loss: the deepest feature map goes through a projection head; it is cut into
+- a **fine-grained** loss: the deepest feature map (of the reference's geometry, see
+  :func:`contrast_geometry`) goes through a projection head; it is cut into
   *mini-patches* whose embeddings (mean over the mini-patch, L2-normalised) are contrasted: mini-patches
   that are mostly lesion in P are anchors and positives, mini-patches free of lesion (and mostly brain)
   are negatives, with temperature-scaled logits (:func:`cross_granularity_contrastive_loss`).
 
 Choices where the poster is silent (docs/cgc.md): network = the plans' U-Net (the reference's double
 3x3x3 conv blocks, deepest map 24x24x8 of a 192x192x64 patch), 2 output classes, no deep supervision;
-mini-patch = a quarter of the deepest map per axis (the reference's 6x6x2 of 24x24x8), at least 1;
-lesion mini-patch: > 50 % lesion; negative: no lesion and > 50 % brain; temperature 0.2; loss =
+features and mini-patch of the reference's physical geometry (:func:`contrast_geometry`); lesion mini-patch: > 50 % lesion; negative: no lesion and > 50 % brain; temperature 0.2; loss =
 CE + 1.0 x contrastive; Adam (amsgrad) at 1e-3 on CPU / 3e-4 on GPU, constant; the same spatial-only
 augmentation as BLOGRR; training patches from tumour training cases; target ``pseudo_gmm`` by default
 (``--pseudo_label fused`` for the fused label). Validation: Dice of the argmax against the pseudo-label
@@ -36,24 +36,46 @@ from blogrr_nnu.trainers.blogrr_trainer import BlogrrTrainer, _dice, _unwrap
 from blogrr_nnu.trainers.cases import load_whole_case
 from blogrr_nnu.trainers.splits import case_roles, fold_keys, load_or_create_splits
 
-REF_DEEP = (24, 24, 8)  # deepest feature map of the reference (192x192x64 input, 3 stride-2 stages)
-REF_MINI = (6, 6, 2)  # its best mini-patch
+# The reference: 1 mm BraTS voxels, deepest map at stride 8 (8 mm voxels). Its mini-patches were 6x6x2
+# (48 x 48 x 16 mm, best) and 3x3x1 (24 x 24 x 8 mm, close). Stored axis order is (Z, X, Y): slice axis first.
+REF_FEATURE_VOXEL_MM = 8.0
+REF_MINI_PATCH_MM = (8.0, 24.0, 24.0)
 
 
-def mini_patch_size(deep_shape, ref_deep=REF_DEEP, ref_mini=REF_MINI) -> tuple[int, ...]:
-    """The reference's mini-patch scaled to our deepest map: the same fraction per axis, at least 1 voxel.
+def contrast_geometry(spacing, strides, ref_voxel_mm: float = REF_FEATURE_VOXEL_MM,
+                      ref_mini_mm=REF_MINI_PATCH_MM) -> tuple[int, tuple[int, ...]]:
+    """Which encoder stage the contrastive loss reads, and its mini-patch size in that stage's voxels.
 
-    The reference's fraction is 1/4 on every axis, so the axis order does not matter.
+    The stage is the one whose voxels are closest in size to the reference's deepest map (8 mm), the
+    mini-patch the reference's 3x3x1 option in mm (24 x 24 x 8, slice axis 8 mm), at least one voxel. On a
+    GPU configuration at 1 mm that is the reference's geometry; on the demo's 3d_cpu (3 mm, strides
+    1-2-2-2) the deepest map has 24 mm voxels, where a lesion rarely fills half of any mini-patch (measured:
+    0 lesion mini-patches on 12 of 12 cases with 2x2x2 of the deepest map), so the 6 mm stage is used.
+
+    Args:
+        spacing: voxel size of the stored array (``(Z, X, Y)``, or ``(X, Y)`` for 2D), mm.
+        strides: per-stage strides of the encoder (plans).
+
+    Returns:
+        ``(stage index, mini-patch size per axis)``.
 
     Example:
-        >>> mini_patch_size((24, 24, 8))
-        (6, 6, 2)
-        >>> mini_patch_size((6, 6, 7))
-        (2, 2, 2)
+        >>> contrast_geometry((1.0, 1.0, 1.0), [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]])
+        (3, (1, 3, 3))
+        >>> contrast_geometry((3.0, 3.0, 3.0), [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]])
+        (1, (1, 4, 4))
     """
-    ratio = [m / d for m, d in zip(ref_mini, ref_deep)]
-    ratio = ratio if len(deep_shape) == 3 else ratio[:2]
-    return tuple(max(1, int(round(s * r))) for s, r in zip(deep_shape, ratio))
+    spacing = np.asarray(spacing, float)
+    ref = np.asarray(ref_mini_mm[-len(spacing):], float)
+    voxel = spacing.copy()
+    best = None
+    for stage, stride in enumerate(strides):
+        voxel = voxel * np.asarray(stride, float)
+        gap = abs(float(np.exp(np.log(voxel).mean())) - ref_voxel_mm)
+        if best is None or gap < best[0]:
+            best = (gap, stage, voxel.copy())
+    _, stage, vox = best
+    return stage, tuple(max(1, int(round(r / v))) for r, v in zip(ref, vox))
 
 
 def cross_granularity_contrastive_loss(embeddings: torch.Tensor, lesion: torch.Tensor, normal: torch.Tensor,
@@ -108,7 +130,9 @@ class CGCTrainer(BlogrrTrainer):
         self.network = get_network_from_plans(arch["network_class_name"], arch["arch_kwargs"],
                                               arch["_kw_requires_import"], n_ch, 2, allow_init=True,
                                               deep_supervision=False).to(self.device)
-        deep = int(arch["arch_kwargs"]["features_per_stage"][-1])
+        self.contrast_stage, self.mini_patch = contrast_geometry(self.configuration_manager.spacing,
+                                                                 arch["arch_kwargs"]["strides"])
+        deep = int(arch["arch_kwargs"]["features_per_stage"][self.contrast_stage])
         conv = nn.Conv3d if self.dim == 3 else nn.Conv2d
         self.projection_head = nn.Sequential(conv(deep, deep, 1), nn.LeakyReLU(0.01, inplace=True),
                                              conv(deep, self.projection_dim, 1)).to(self.device)
@@ -156,9 +180,9 @@ class CGCTrainer(BlogrrTrainer):
         logits = net.decoder(skips)
         ce_map = F.cross_entropy(logits, target[:, 0].long(), reduction="none")
         ce = (ce_map * brain[:, 0]).sum() / brain.sum().clamp_min(1)
-        proj = self.projection_head(skips[-1])
+        proj = self.projection_head(skips[self.contrast_stage])
         deep = tuple(proj.shape[2:])
-        mini = mini_patch_size(deep)
+        mini = self.mini_patch
         pool = F.avg_pool3d if self.dim == 3 else F.avg_pool2d
         emb = F.normalize(pool(proj, mini, mini, ceil_mode=True), dim=1)
         lesion_frac = pool(F.adaptive_avg_pool3d(target, deep) if self.dim == 3 else F.adaptive_avg_pool2d(target, deep),
