@@ -32,7 +32,6 @@ from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from scipy import ndimage
 
-from blogrr_nnu import anomaly as A
 from blogrr_nnu.image_io import Geometry
 from blogrr_nnu.inference.sliding_window import inference_tile_size, sliding_window_reconstruct
 from blogrr_nnu.networks import build_reconstruction_network, build_threshold_network

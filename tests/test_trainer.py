@@ -9,7 +9,7 @@ import torch
 
 from blogrr_nnu.planners.api import plan_and_preprocess
 from blogrr_nnu.trainers.api import build_trainer, resume
-from blogrr_nnu.trainers.checkpoint import UnsafeCheckpointError, load_checkpoint, save_checkpoint
+from blogrr_nnu.trainers.checkpoint import UnsafeCheckpointError, load_checkpoint
 from template_cases import write_template_dataset
 
 CONFIG = "3d_cpu"

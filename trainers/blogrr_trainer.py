@@ -179,22 +179,33 @@ class BlogrrTrainer(nnUNetTrainer):
         return list(initial), transforms
 
     def on_train_start(self):
-        if not self.was_initialized:
-            self.initialize()
-        folder = Path(self.preprocessed_dataset_folder)
-        roles = case_roles(folder)
-        self.keys = fold_keys(load_or_create_splits(Path(self.preprocessed_dataset_folder_base), folder), self.fold,
-                              roles)
+        folder = self._load_fold_keys()
         if not self.keys["healthy_train"]:
             raise ValueError(f"{folder}: no healthy training case in fold {self.fold}; the lower loop needs healthy scans")
         if self.train_threshold and not self.keys["tumor_train"]:
             raise ValueError(f"{folder}: no tumour training case with a report in fold {self.fold}")
-        initial, transforms = self._augmentation()
-        self.dataloader_train = nnUNetDataLoader(
-            nnUNetDatasetBlosc2(str(folder), self.keys["healthy_train"]), self.batch_size, initial,
-            self.configuration_manager.patch_size, self.label_manager, oversample_foreground_percent=0.0,
-            transforms=transforms)
+        self.dataloader_train = self._patch_loader(folder, self.keys["healthy_train"])
         self.tumor_train = [load_whole_case(folder, k, self.upper_loop_target) for k in self.keys["tumor_train"]]
+        self._prepare_run(folder)
+
+    def _load_fold_keys(self) -> Path:
+        """Initialise if needed, read (or write) the splits and set ``self.keys``; returns the data folder."""
+        if not self.was_initialized:
+            self.initialize()
+        folder = Path(self.preprocessed_dataset_folder)
+        self.keys = fold_keys(load_or_create_splits(Path(self.preprocessed_dataset_folder_base), folder), self.fold,
+                              case_roles(folder))
+        return folder
+
+    def _patch_loader(self, folder: Path, keys: list[str]) -> nnUNetDataLoader:
+        """nnU-Net's loader of random patches of ``keys`` with our augmentation."""
+        initial, transforms = self._augmentation()
+        return nnUNetDataLoader(nnUNetDatasetBlosc2(str(folder), keys), self.batch_size, initial,
+                                self.configuration_manager.patch_size, self.label_manager,
+                                oversample_foreground_percent=0.0, transforms=transforms)
+
+    def _prepare_run(self, folder: Path) -> None:
+        """Validation cases in memory, the run folder with plans.json / dataset.json."""
         self.tumor_val = [load_whole_case(folder, k, self.upper_loop_target) for k in self.keys["tumor_val"]]
         self.healthy_val = [load_whole_case(folder, k, self.upper_loop_target) for k in self.keys["healthy_val"]]
         Path(self.output_folder).mkdir(parents=True, exist_ok=True)

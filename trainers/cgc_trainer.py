@@ -21,12 +21,10 @@ flagged on held-out healthy cases.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -34,7 +32,6 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from blogrr_nnu.inference.sliding_window import inference_tile_size, sliding_window_reconstruct
 from blogrr_nnu.trainers.blogrr_trainer import BlogrrTrainer, _dice, _unwrap
 from blogrr_nnu.trainers.cases import load_whole_case
-from blogrr_nnu.trainers.splits import case_roles, fold_keys, load_or_create_splits
 
 # The reference: 1 mm BraTS voxels, deepest map at stride 8 (8 mm voxels). Its mini-patches were 6x6x2
 # (48 x 48 x 16 mm, best) and 3x3x1 (24 x 24 x 8 mm, close). Stored axis order is (Z, X, Y): slice axis first.
@@ -150,27 +147,14 @@ class CGCTrainer(BlogrrTrainer):
         self.was_initialized = True
 
     def on_train_start(self):
-        if not self.was_initialized:
-            self.initialize()
-        folder = Path(self.preprocessed_dataset_folder)
-        roles = case_roles(folder)
-        self.keys = fold_keys(load_or_create_splits(Path(self.preprocessed_dataset_folder_base), folder), self.fold,
-                              roles)
+        folder = self._load_fold_keys()
         if not self.keys["tumor_train"]:
             raise ValueError(f"{folder}: no tumour training case in fold {self.fold}; CGC trains on tumour scans")
-        initial, transforms = self._augmentation()
-        self.dataloader_train = nnUNetDataLoader(
-            nnUNetDatasetBlosc2(str(folder), self.keys["tumor_train"]), self.batch_size, initial,
-            self.configuration_manager.patch_size, self.label_manager, oversample_foreground_percent=0.0,
-            transforms=transforms)
+        self.dataloader_train = self._patch_loader(folder, self.keys["tumor_train"])
         first = load_whole_case(folder, self.keys["tumor_train"][0], self.upper_loop_target)
         self.target_index = list(first.props["seg_channels"]).index(self.upper_loop_target)
-        self.tumor_train, self.tumor_val = [], [load_whole_case(folder, k, self.upper_loop_target)
-                                                for k in self.keys["tumor_val"]]
-        self.healthy_val = [load_whole_case(folder, k, self.upper_loop_target) for k in self.keys["healthy_val"]]
-        Path(self.output_folder).mkdir(parents=True, exist_ok=True)
-        if self.local_rank == 0:
-            self._write_model_files()
+        self.tumor_train = []
+        self._prepare_run(folder)
 
     # -- one training step -----------------------------------------------------------------------------
     def losses(self, x: torch.Tensor, target: torch.Tensor, brain: torch.Tensor) -> dict[str, torch.Tensor]:
