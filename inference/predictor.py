@@ -32,6 +32,7 @@ from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from scipy import ndimage
 
+from blogrr_nnu import gmm as G
 from blogrr_nnu.image_io import Geometry
 from blogrr_nnu.inference.sliding_window import inference_tile_size, sliding_window_reconstruct
 from blogrr_nnu.networks import build_reconstruction_network, build_threshold_network
@@ -206,6 +207,22 @@ class BlogrrPredictor(nnUNetPredictor):
         axes = tuple(checkpoints[0].get("inference_allowed_mirroring_axes") or ())
         self.manual_initialization(network.to(self.device).eval(), pm, cm, checkpoints, dataset_json, trainer_name, axes)
 
+    def initialize_gmm(self, plans: dict, configuration: str, dataset_json: dict, healthy_model: dict) -> None:
+        """The "GMM w/ threshold" baseline: no network; each case's GMM tumour components (docs/pseudo_labels.md).
+
+        Args:
+            healthy_model: the configuration's ``healthy_intensity_model.json`` (from preprocessing).
+        """
+        if configuration not in plans["configurations"]:
+            raise ModelFolderError(f"configuration {configuration!r} is not in the plans")
+        self.plans_manager = PlansManager(plans)
+        self.configuration_manager = self.plans_manager.get_configuration(configuration)
+        self.dataset_json = dataset_json
+        self.healthy_model = G.HealthyModel.from_dict(healthy_model)
+        self.method = "gmm"
+        self.list_of_parameters = [None]
+        self.used_folds = ["gmm"]
+
     @property
     def blogrr(self) -> dict:
         return self.configuration_manager.configuration["blogrr"]
@@ -240,8 +257,8 @@ class BlogrrPredictor(nnUNetPredictor):
         Returns:
             A :class:`CasePrediction` on the native grid.
         """
-        if self.network is None:
-            raise RuntimeError("initialize the predictor first (initialize_from_run_folder)")
+        if self.configuration_manager is None:
+            raise RuntimeError("initialize the predictor first (initialize_from_run_folder or initialize_gmm)")
         n_ch = len(self.dataset_json["channel_names"])
         if data.ndim != 4 or data.shape[0] != n_ch:
             raise ValueError(f"expected {n_ch} channels of 3D data, got shape {tuple(data.shape)}")
@@ -261,6 +278,14 @@ class BlogrrPredictor(nnUNetPredictor):
         amap_sum = torch.zeros((1, *brain.shape))
         taus = []
         for checkpoint in self.list_of_parameters:
+            if self.method == "gmm":  # no network: the case's mixture judged against the healthy model
+                mask, _ = G.gmm_pseudo_label(image, brain, self.healthy_model, space_spacing(space))
+                amap = torch.from_numpy(G.atypicality_map(image, brain, self.healthy_model))[None]
+                tau = torch.zeros(1)
+                soft_sum += torch.from_numpy(mask.astype(np.float32))[None]
+                amap_sum += amap
+                taus.append(tau.tolist())
+                continue
             self._load_fold(checkpoint)
             out = self.predict_sliding_window_return_logits(case.data)
             if self.method == "cgc":  # the tumour probability is both the map and the soft mask
@@ -288,6 +313,7 @@ class BlogrrPredictor(nnUNetPredictor):
             "tau": tau_mean,
             "tau_per_fold": [float(np.mean(t)) for t in taus],
             "threshold_source": ("segmentation network (CGC): tumour probability >= 0.5" if self.method == "cgc"
+                                 else "GMM components atypical for healthy brains (no network)" if self.method == "gmm"
                                  else "fixed" if self.fixed_threshold is not None
                                  else f"threshold network ({self.threshold_input})"),
             "voxels": int(mask.sum()),
@@ -297,6 +323,8 @@ class BlogrrPredictor(nnUNetPredictor):
             "folds": self.used_folds or [str(i) for i in range(n)],
             "registration": {"metric": reg.metric, "brain_dice": reg.brain_dice},
             "anomaly_units": ("tumour probability" if self.method == "cgc" else
+                              "atypicality: healthy log-likelihood threshold minus log-likelihood" if self.method == "gmm"
+                              else
                               "robust z-score of the case (median / (IQR / 1.349)) per channel, averaged over channels"),
         }
         if per_slice:

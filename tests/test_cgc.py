@@ -104,3 +104,22 @@ def test_cgc_2d_trains_per_slice_and_predicts(cgc_env, monkeypatch, tmp_path):
                          "--results", str(tmp_path / "results")]) == 0
     mask, geo = read_image(out / "test_000.nii.gz")
     assert geo.shape == read_image(raw / "labelsTs" / "test_000.nii.gz")[1].shape and mask.max() <= 1
+
+
+def test_gmm_baseline_predicts_raw_cases_without_a_network(cgc_env, monkeypatch, tmp_path):
+    root, raw = cgc_env
+    monkeypatch.setenv("BLOGRR_preprocessed", str(root / "pre"))
+    out = tmp_path / "gmm"
+    assert predict_main(["-i", str(raw / "imagesTs"), "-o", str(out), "-d", DATASET, "-tr", "gmm", "-c", "3d_cpu",
+                         "--save_anomaly_maps"]) == 0
+    mask, geo = read_image(out / "test_000.nii.gz")
+    label, lgeo = read_image(raw / "labelsTs" / "test_000.nii.gz")
+    assert geo.shape == lgeo.shape and np.allclose(geo.origin, lgeo.origin)
+    info = json.loads((out / "anomaly_maps" / "test_000.json").read_text())
+    assert info["threshold_source"].startswith("GMM") and info["folds"] == ["gmm"]
+    dice = 2 * np.logical_and(mask > 0, label > 0).sum() / max(mask.sum() + label.sum(), 1)
+    assert dice >= 0.6, dice
+    # without preprocessing there is no healthy model: a clear error naming the fix
+    monkeypatch.setenv("BLOGRR_preprocessed", str(tmp_path / "empty"))
+    (tmp_path / "empty").mkdir()
+    assert predict_main(["-i", str(raw / "imagesTs"), "-o", str(tmp_path / "x"), "-d", DATASET, "-tr", "gmm"]) == 2

@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  blogrr_predict -i imagesTs -o pred -d 501 -c 3d_cpu -f 0 1 2 3 4 --save_anomaly_maps\n"
         "  blogrr_predict -i imagesTs -o pred -d 501 -num_parts 2 -part_id 0   # and -part_id 1 elsewhere\n"
         "  blogrr_predict -i imagesTs -o pred_dae -d 501 -tr dae --threshold 1.5\n"
+        "  blogrr_predict -i imagesTs -o pred_gmm -d 501 -tr gmm   # GMM w/ threshold baseline, no training\n"
         "  blogrr_predict -i imagesTs -o pred -m results/Dataset501_BlogrrDemo/BlogrrTrainer__blogrr_plans__3d_cpu",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -29,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-c", "--configuration", default=None, help="configuration (default: 3d_fullres with a GPU, "
                         "3d_cpu without)")
     parser.add_argument("-tr", "--trainer", default="blogrr", help="blogrr, dae, cgc, or a trainer class name such as "
-                        "BlogrrTrainerImageOnlyT (default blogrr)")
+                        "BlogrrTrainerImageOnlyT (default blogrr); gmm: the GMM w/ threshold baseline (no training; "
+                        "uses the healthy intensity model of the preprocessed configuration)")
     parser.add_argument("-m", "--model_folder", default=None, help="run folder <Trainer>__blogrr_plans__<config> "
                         "(instead of -d/-c/-tr)")
     parser.add_argument("-f", "--folds", nargs="+", default=None, help="folds to ensemble (default: every trained fold)")
@@ -75,6 +77,31 @@ def model_folder(args, device_type: str) -> Path:
     return run
 
 
+def _init_gmm(predictor, args, device_type: str) -> None:
+    """GMM baseline: plans, dataset.json and the healthy model come from the preprocessed dataset."""
+    import json
+
+    import torch
+
+    from blogrr_nnu.paths import preprocessed_root, resolve_dataset
+    from blogrr_nnu.planners.api import load_plans
+    from blogrr_nnu.pseudo_labels import MODEL_FILE
+    from blogrr_nnu.trainers.api import default_configuration
+
+    if args.dataset is None:
+        raise ValueError("-tr gmm needs -d DATASET (its healthy intensity model lives with the preprocessed data)")
+    folder = resolve_dataset(args.dataset, preprocessed_root())
+    plans = load_plans(folder)
+    config = args.configuration or default_configuration(torch.device(device_type))
+    if config not in plans["configurations"]:
+        raise ValueError(f"configuration {config!r} is not in the plans ({', '.join(plans['configurations'])})")
+    model = folder / plans["configurations"][config]["data_identifier"] / MODEL_FILE
+    if not model.is_file():
+        raise FileNotFoundError(f"{model}: missing; run `blogrr_pseudo_labels -d {folder.name} -c {config}`")
+    dj = json.loads((folder / "dataset.json").read_text())
+    predictor.initialize_gmm(plans, config, dj, json.loads(model.read_text()))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (1 if any case failed)."""
     args = build_parser().parse_args(argv)
@@ -91,11 +118,13 @@ def main(argv: list[str] | None = None) -> int:
         print("blogrr_predict: -device cuda asked for, but no CUDA GPU is available (use -device cpu)", file=sys.stderr)
         return 2
     try:
-        run = model_folder(args, device)
         predictor = BlogrrPredictor(args.step_size, use_mirroring=args.tta, device=torch.device(device),
                                     min_component_ml=DEFAULT_MIN_COMPONENT_ML if args.min_component_ml is None
                                     else args.min_component_ml, fixed_threshold=args.threshold)
-        predictor.initialize_from_run_folder(run, args.folds, args.checkpoint)
+        if args.trainer == "gmm":
+            _init_gmm(predictor, args, device)
+        else:
+            predictor.initialize_from_run_folder(model_folder(args, device), args.folds, args.checkpoint)
         result = predict_folder(predictor, args.input, args.output, save_anomaly_maps=args.save_anomaly_maps,
                                 overwrite=args.overwrite, num_parts=args.num_parts, part_id=args.part_id)
     except (DatasetNotFoundError, ModelFolderError, UnsafeCheckpointError, ValueError, FileNotFoundError) as exc:
