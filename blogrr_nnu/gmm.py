@@ -105,15 +105,24 @@ def fit_healthy_model(samples: np.ndarray, n_components: int = DEFAULT_HEALTHY_C
     return model
 
 
+def remove_small_components(mask: np.ndarray, spacing, min_component_ml: float) -> tuple[np.ndarray, int]:
+    """Drop 26-connected (8 in 2D) components smaller than ``min_component_ml``.
+
+    Returns:
+        ``(mask, number of components removed)``; ``min_component_ml <= 0`` keeps everything.
+    """
+    mask = np.asarray(mask, bool)
+    if min_component_ml <= 0 or not mask.any():
+        return mask, 0
+    labels, _ = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, bool))
+    sizes = np.bincount(labels.ravel())[1:] * float(np.prod(spacing)) / 1000.0
+    keep = np.concatenate([[False], sizes >= min_component_ml])
+    return keep[labels], int((~keep[1:]).sum())
+
+
 def _clean(mask: np.ndarray, spacing, min_component_ml: float) -> np.ndarray:
     mask = ndimage.binary_opening(mask, structure=ndimage.generate_binary_structure(mask.ndim, 1))
-    if min_component_ml <= 0 or not mask.any():
-        return mask
-    labels, _ = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, bool))
-    sizes = np.bincount(labels.ravel()) * float(np.prod(spacing)) / 1000.0
-    keep = sizes >= min_component_ml
-    keep[0] = False
-    return keep[labels]
+    return remove_small_components(mask, spacing, min_component_ml)[0]
 
 
 def gmm_pseudo_label(image: np.ndarray, brain: np.ndarray, healthy: HealthyModel, spacing, *,

@@ -24,6 +24,7 @@ from blogrr_nnu import gmm as G
 from blogrr_nnu.image_io import atomic_write
 from blogrr_nnu.parallel import process_pool
 from blogrr_nnu.planners.preprocessing import NO_LABEL, SEG_CHANNELS, save_case_atomic
+from blogrr_nnu.trainers.splits import case_roles
 
 logger = logging.getLogger(__name__)
 
@@ -50,14 +51,6 @@ def read_case(folder: Path, case_id: str) -> tuple[np.ndarray, np.ndarray, dict]
         props["seg_channels"] = list(SEG_CHANNELS)
         props.setdefault("image_pseudo_labels", None)
     return np.asarray(data, np.float32), seg, props
-
-
-def _roles(folder: Path) -> dict[str, str]:
-    out = {}
-    for pkl in sorted(folder.glob("*.pkl")):
-        with open(pkl, "rb") as fh:
-            out[pkl.stem] = pickle.load(fh)["role"]
-    return out
 
 
 def healthy_model(folder: Path, healthy: list[str], overwrite: bool = False, seed: int = 0) -> tuple[G.HealthyModel, str]:
@@ -112,7 +105,7 @@ def add_image_pseudo_labels(folder: str | Path, patch_size, *, num_processes: in
         case id -> ``"done"`` or ``"skipped"``.
     """
     folder = Path(folder)
-    roles = _roles(folder)
+    roles = case_roles(folder)
     model, digest = healthy_model(folder, [k for k, r in roles.items() if r == "healthy"], overwrite, seed)
     jobs = [(folder, k, model.to_dict(), digest, list(patch_size), overwrite) for k in roles]
     try:
@@ -136,7 +129,7 @@ def quality(folder: str | Path) -> dict:
     """
     folder = Path(folder)
     rows = []
-    for case_id, role in _roles(folder).items():
+    for case_id, role in case_roles(folder).items():
         if role == "healthy":
             continue
         _, seg, props = read_case(folder, case_id)

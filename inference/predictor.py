@@ -30,12 +30,12 @@ import numpy as np
 import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-from scipy import ndimage
 
 from blogrr_nnu import gmm as G
 from blogrr_nnu.image_io import Geometry
 from blogrr_nnu.inference.sliding_window import inference_tile_size, sliding_window_reconstruct
 from blogrr_nnu.networks import build_reconstruction_network, build_threshold_network
+from blogrr_nnu.planners.api import spacing_xyz
 from blogrr_nnu.planners.fingerprint import registration_channel
 from blogrr_nnu.planners.preprocessing import prepare_case
 from blogrr_nnu.registration import register_to_template
@@ -125,6 +125,7 @@ class BlogrrPredictor(nnUNetPredictor):
         self.threshold_input = "image+anomaly"
         self.threshold_per_case = True
         self.method = "blogrr"
+        self.configuration_name = ""
         self.used_folds: list[str] = []
         self.checkpoint_name = ""
 
@@ -177,6 +178,7 @@ class BlogrrPredictor(nnUNetPredictor):
             raise ModelFolderError(f"configuration {configuration!r} is not in the plans")
         pm = PlansManager(plans)
         cm = pm.get_configuration(configuration)
+        self.configuration_name = configuration
         n_ch = len(dataset_json["channel_names"])
         dim = len(cm.patch_size)
         methods = {c.get("method", "blogrr") for c in checkpoints}
@@ -217,6 +219,7 @@ class BlogrrPredictor(nnUNetPredictor):
             raise ModelFolderError(f"configuration {configuration!r} is not in the plans")
         self.plans_manager = PlansManager(plans)
         self.configuration_manager = self.plans_manager.get_configuration(configuration)
+        self.configuration_name = configuration
         self.dataset_json = dataset_json
         self.healthy_model = G.HealthyModel.from_dict(healthy_model)
         self.method = "gmm"
@@ -264,9 +267,8 @@ class BlogrrPredictor(nnUNetPredictor):
             raise ValueError(f"expected {n_ch} channels of 3D data, got shape {tuple(data.shape)}")
         reg = register_to_template(data[registration_channel(self.dataset_json["channel_names"])], geometry,
                                    seed=self.registration_seed)
-        configuration = self.configuration_manager.configuration
-        # 2D configurations keep the slice spacing of the 3D grid in "spacing_3d" (stored order).
-        spacing = [float(configuration["spacing_3d"][i]) for i in np.argsort(self.plans_manager.transpose_forward)]
+        # 2D configurations keep the slice spacing of the 3D grid ("spacing_3d"); spacing_xyz reads it
+        spacing = spacing_xyz(self.plans_manager.plans, self.configuration_name)
         space, image, brain, _ = prepare_case(data, geometry, reg.case_to_template, spacing,
                                               self.plans_manager.transpose_forward)
         case = WholeCase("input", torch.from_numpy(image), torch.from_numpy(brain[None] > 0),
@@ -342,12 +344,7 @@ class BlogrrPredictor(nnUNetPredictor):
 
     def remove_small_components(self, mask: np.ndarray, spacing) -> tuple[np.ndarray, int]:
         """Drop 26-connected components smaller than ``min_component_ml``; returns ``(mask, number removed)``."""
-        if self.min_component_ml <= 0 or not mask.any():
-            return mask, 0
-        labels, n = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, bool))
-        sizes = np.bincount(labels.ravel())[1:] * float(np.prod(spacing)) / 1000.0
-        keep = np.concatenate([[False], sizes >= self.min_component_ml])
-        return keep[labels], int((~keep[1:]).sum())
+        return G.remove_small_components(mask, spacing, self.min_component_ml)
 
 
 def space_spacing(space) -> tuple[float, ...]:
