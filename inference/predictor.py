@@ -41,6 +41,7 @@ from blogrr_nnu.planners.preprocessing import prepare_case
 from blogrr_nnu.registration import register_to_template
 from blogrr_nnu.trainers.cases import WholeCase, anomaly_from_reconstruction, slice_mean_tau, threshold_input
 from blogrr_nnu.trainers.checkpoint import load_checkpoint
+from blogrr_nnu.trainers.supervised import load_stock_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ logger = logging.getLogger(__name__)
 # Gaussian of sigma 7.5 mm (FWHM ~18 mm), so a finding much smaller than a 10 mm sphere (0.52 ml)
 # cannot be resolved; what remains of that size is noise of the map.
 DEFAULT_MIN_COMPONENT_ML = 0.5
+# runs whose network segments (2 output channels, softmax) instead of reconstructing
+SEGMENTATION_METHODS = {"cgc": "CGC", "nnunet": "stock nnU-Net, full supervision"}
 
 
 class ModelFolderError(ValueError):
@@ -163,7 +166,8 @@ class BlogrrPredictor(nnUNetPredictor):
             path = folder / f"fold_{f}" / checkpoint_name
             if not path.is_file():
                 raise ModelFolderError(f"{path}: not found; train fold {f} first or leave it out of -f")
-            checkpoints.append(load_checkpoint(path, "cpu"))
+            checkpoints.append(load_stock_checkpoint(path) if trainer_name.startswith("nnUNetTrainer")
+                               else load_checkpoint(path, "cpu"))
         inputs = {c.get("threshold_input", "image+anomaly") for c in checkpoints}
         if len(inputs) > 1:
             raise ModelFolderError(f"{folder}: folds were trained with different threshold inputs {sorted(inputs)}")
@@ -185,7 +189,7 @@ class BlogrrPredictor(nnUNetPredictor):
         if len(methods) > 1:
             raise ModelFolderError(f"{trainer_name}: folds of different methods {sorted(methods)} cannot be ensembled")
         self.method = methods.pop()
-        if self.method == "cgc":  # a segmentation network: tumour probability >= 0.5, no threshold network
+        if self.method in SEGMENTATION_METHODS:  # tumour probability >= 0.5, no threshold network
             from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
             arch = cm.configuration["architecture"]
@@ -226,6 +230,26 @@ class BlogrrPredictor(nnUNetPredictor):
         self.list_of_parameters = [None]
         self.used_folds = ["gmm"]
 
+    def initialize_gmm_from_preprocessed(self, folder: str | Path, configuration: str) -> None:
+        """:meth:`initialize_gmm` with plans, dataset.json and healthy model of a preprocessed dataset folder.
+
+        Raises:
+            ModelFolderError: the configuration is not planned, or its healthy model is missing.
+        """
+        from blogrr_nnu.planners.api import load_plans
+        from blogrr_nnu.pseudo_labels import MODEL_FILE
+
+        folder = Path(folder)
+        plans = load_plans(folder)
+        if configuration not in plans["configurations"]:
+            raise ModelFolderError(f"configuration {configuration!r} is not in the plans "
+                                   f"({', '.join(plans['configurations'])})")
+        model = folder / plans["configurations"][configuration]["data_identifier"] / MODEL_FILE
+        if not model.is_file():
+            raise ModelFolderError(f"{model}: missing; run `blogrr_pseudo_labels -d {folder.name} -c {configuration}`")
+        dj = json.loads((folder / "dataset.json").read_text())
+        self.initialize_gmm(plans, configuration, dj, json.loads(model.read_text()))
+
     @property
     def blogrr(self) -> dict:
         return self.configuration_manager.configuration["blogrr"]
@@ -244,7 +268,7 @@ class BlogrrPredictor(nnUNetPredictor):
         tile = inference_tile_size(input_image.shape[1:], patch, self.configuration_manager.configuration[
             "architecture"]["arch_kwargs"]["strides"], self.whole_case_max_factor)
         return sliding_window_reconstruct(self.network, input_image, tile,
-                                          out_channels=2 if self.method == "cgc" else None,
+                                          out_channels=2 if self.method in SEGMENTATION_METHODS else None,
                                           tile_step_size=self.tile_step_size, use_gaussian=self.use_gaussian,
                                           mirror_axes=mirror, window_device=self.device, stitch_device="cpu")
 
@@ -290,7 +314,7 @@ class BlogrrPredictor(nnUNetPredictor):
                 continue
             self._load_fold(checkpoint)
             out = self.predict_sliding_window_return_logits(case.data)
-            if self.method == "cgc":  # the tumour probability is both the map and the soft mask
+            if self.method in SEGMENTATION_METHODS:  # the tumour probability is both the map and the soft mask
                 amap = torch.softmax(out, 0)[1:2] * case.brain
                 tau = torch.full((1,), 0.5)
                 soft_sum += amap
@@ -314,7 +338,8 @@ class BlogrrPredictor(nnUNetPredictor):
         info = {
             "tau": tau_mean,
             "tau_per_fold": [float(np.mean(t)) for t in taus],
-            "threshold_source": ("segmentation network (CGC): tumour probability >= 0.5" if self.method == "cgc"
+            "threshold_source": (f"segmentation network ({SEGMENTATION_METHODS[self.method]}): tumour probability >= 0.5"
+                                 if self.method in SEGMENTATION_METHODS
                                  else "GMM components atypical for healthy brains (no network)" if self.method == "gmm"
                                  else "fixed" if self.fixed_threshold is not None
                                  else f"threshold network ({self.threshold_input})"),
@@ -324,7 +349,7 @@ class BlogrrPredictor(nnUNetPredictor):
             "min_component_ml": self.min_component_ml,
             "folds": self.used_folds or [str(i) for i in range(n)],
             "registration": {"metric": reg.metric, "brain_dice": reg.brain_dice},
-            "anomaly_units": ("tumour probability" if self.method == "cgc" else
+            "anomaly_units": ("tumour probability" if self.method in SEGMENTATION_METHODS else
                               "atypicality: healthy log-likelihood threshold minus log-likelihood" if self.method == "gmm"
                               else
                               "robust z-score of the case (median / (IQR / 1.349)) per channel, averaged over channels"),

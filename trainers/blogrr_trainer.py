@@ -68,6 +68,14 @@ def nnunet_paths():
                 os.environ[k] = v
 
 
+def default_schedule(blogrr: dict) -> tuple[int, int]:
+    """(outer epochs, lower-loop iterations per epoch) for a configuration's ``blogrr`` plans block.
+
+    Outer epochs as the reference (100) on GPU; on CPU a schedule that fits in minutes.
+    """
+    return (12, 30) if blogrr["device_class"] == "cpu" else (100, 250)
+
+
 def _unwrap(module):
     return module.module if isinstance(module, DDP) else module
 
@@ -112,9 +120,7 @@ class BlogrrTrainer(nnUNetTrainer):
         self.t_slices = self.dim == 2  # T sees axial slices (2D configurations)
         self.per_slice = self.t_slices and not self.threshold_per_case_2d  # one tau per slice
         cpu = self.blogrr["device_class"] == "cpu"
-        # Outer epochs as the reference (100) on GPU; on CPU a schedule that fits in minutes.
-        self.num_epochs = 12 if cpu else 100
-        self.num_iterations_per_epoch = 30 if cpu else 250
+        self.num_epochs, self.num_iterations_per_epoch = default_schedule(self.blogrr)
         self.num_upper_iterations_per_epoch = 10 if cpu else 50
         self.upper_batch_size = 4 if self.dim == 3 else 32
         # Reference: Adam (amsgrad), lr 1e-4, weight decay 1e-5, T at 0.1x. On CPU there are ~20x fewer

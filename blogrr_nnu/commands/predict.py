@@ -6,7 +6,7 @@ import logging
 import sys
 from pathlib import Path
 
-TRAINER_ALIASES = {"blogrr": "BlogrrTrainer", "dae": "DAETrainer", "cgc": "CGCTrainer"}
+TRAINER_ALIASES = {"blogrr": "BlogrrTrainer", "dae": "DAETrainer", "cgc": "CGCTrainer", "nnunet": "nnUNetTrainer"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "this finds the run folder below the results root)")
     parser.add_argument("-c", "--configuration", default=None, help="configuration (default: 3d_fullres with a GPU, "
                         "3d_cpu without)")
-    parser.add_argument("-tr", "--trainer", default="blogrr", help="blogrr, dae, cgc, or a trainer class name such as "
+    parser.add_argument("-tr", "--trainer", default="blogrr", help="blogrr, dae, cgc, nnunet (the stock "
+                        "nnUNetTrainer run of blogrr_benchmark's full supervision), or a trainer class name such as "
                         "BlogrrTrainerImageOnlyT (default blogrr); gmm: the GMM w/ threshold baseline (no training; "
                         "uses the healthy intensity model of the preprocessed configuration)")
     parser.add_argument("-m", "--model_folder", default=None, help="run folder <Trainer>__blogrr_plans__<config> "
@@ -79,27 +80,15 @@ def model_folder(args, device_type: str) -> Path:
 
 def _init_gmm(predictor, args, device_type: str) -> None:
     """GMM baseline: plans, dataset.json and the healthy model come from the preprocessed dataset."""
-    import json
-
     import torch
 
     from blogrr_nnu.paths import preprocessed_root, resolve_dataset
-    from blogrr_nnu.planners.api import load_plans
-    from blogrr_nnu.pseudo_labels import MODEL_FILE
     from blogrr_nnu.trainers.api import default_configuration
 
     if args.dataset is None:
         raise ValueError("-tr gmm needs -d DATASET (its healthy intensity model lives with the preprocessed data)")
     folder = resolve_dataset(args.dataset, preprocessed_root())
-    plans = load_plans(folder)
-    config = args.configuration or default_configuration(torch.device(device_type))
-    if config not in plans["configurations"]:
-        raise ValueError(f"configuration {config!r} is not in the plans ({', '.join(plans['configurations'])})")
-    model = folder / plans["configurations"][config]["data_identifier"] / MODEL_FILE
-    if not model.is_file():
-        raise FileNotFoundError(f"{model}: missing; run `blogrr_pseudo_labels -d {folder.name} -c {config}`")
-    dj = json.loads((folder / "dataset.json").read_text())
-    predictor.initialize_gmm(plans, config, dj, json.loads(model.read_text()))
+    predictor.initialize_gmm_from_preprocessed(folder, args.configuration or default_configuration(torch.device(device_type)))
 
 
 def main(argv: list[str] | None = None) -> int:
