@@ -40,6 +40,7 @@ def test_wheel_contents(wheel):
     scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "blogrr_make_demo_dataset = blogrr_nnu.commands.make_demo_dataset:main" in scripts
     assert "blogrr_verify_dataset = blogrr_nnu.commands.verify_dataset:main" in scripts
+    assert "blogrr_benchmark = blogrr_nnu.commands.benchmark:main" in scripts
 
 
 def test_wheel_installs_and_imports_in_fresh_venv(wheel, tmp_path):

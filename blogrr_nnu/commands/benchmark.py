@@ -1,0 +1,112 @@
+"""``blogrr_benchmark``: BLOGRR against baselines, oracles and full supervision on a dataset's test cases."""
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+
+EXAMPLES = """examples:
+  blogrr_benchmark -d 501                                  # every method, the demo dataset, CPU configuration
+  blogrr_benchmark -d 501 -o docs/benchmark.md            # regenerate the documented table
+  blogrr_benchmark -d 501 --methods blogrr dae intensity  # a subset
+  blogrr_benchmark -d 501 --quick                         # a few iterations per training: a smoke test
+
+methods: blogrr blogrr_gmm blogrr_fused (BLOGRR with the report / GMM / fused upper-loop target), dae (DAE with
+label-free SB thresholds, the best global UB threshold and per-case oracle thresholds), intensity (FLAIR/T2
+thresholding), gmm (GMM w/ threshold), cgc cgc_fused (CGC on GMM / fused pseudo-labels), supervised (stock
+nnUNetTrainer on the tumour training labels). Runs that finished are reused; missing ones are trained (a killed
+training resumes). Outputs: the Markdown page (its generated block is replaced, text around it kept), CSV
+beside it (.csv, _per_case.csv, _timing.csv), _sensitivity.png and .json. Predictions and threshold masks stay
+in $BLOGRR_results/DatasetXXX/benchmark/<configuration>_fold<F>/ (check any row with blogrr_evaluate)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from blogrr_nnu.benchmarks.comparison import GROUPS
+
+    parser = argparse.ArgumentParser(
+        prog="blogrr_benchmark", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
+        description="Train what is missing, predict the test cases (imagesTs/ with labelsTs/) with every method and "
+        "write the comparison table (Dice, HD95, Wilcoxon p-values vs ours, BLOGRR as a fraction of the per-case "
+        "oracle and of full supervision), a threshold-sensitivity plot and a timing table.")
+    parser.add_argument("-d", "--dataset", required=True, help="dataset id, folder name or name")
+    parser.add_argument("-c", "--configuration", default=None, help="default: 3d_cpu without a GPU, 3d_fullres with")
+    parser.add_argument("-f", "--fold", default="0", help="fold of every trained run (default 0)")
+    parser.add_argument("--methods", nargs="+", default=list(GROUPS), choices=list(GROUPS), metavar="METHOD",
+                        help="methods to compare (default: all; see below)")
+    parser.add_argument("--ours", default=None, help="row the p-values compare against (default: the first BLOGRR row)")
+    parser.add_argument("-o", "--output", default=None, help="Markdown page (default: $BLOGRR_results/DatasetXXX/"
+                        "benchmark/benchmark.md; quick: benchmark_quick.md)")
+    parser.add_argument("--quick", action="store_true", help="train every run for 2 epochs x 3 iterations, in a "
+                        "separate results folder (never reused by a full benchmark)")
+    parser.add_argument("-device", default=None, choices=["cpu", "cuda", "mps"], help="default: cuda if available")
+    parser.add_argument("-np", "--num_processes", type=int, default=2, help="processes for scoring (default 2)")
+    parser.add_argument("--raw", default=None, help="raw root (default $BLOGRR_raw, ...)")
+    parser.add_argument("--preprocessed", default=None, help="preprocessed root (default $BLOGRR_preprocessed, ...)")
+    parser.add_argument("--results", default=None, help="results root (default $BLOGRR_results, ...)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (1: a stage failed, 2: usage)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    import torch
+
+    from blogrr_nnu.benchmarks import comparison as C
+    from blogrr_nnu.benchmarks import report as R
+    from blogrr_nnu.benchmarks.common import cpu_model, load_average, machine_info
+    from blogrr_nnu.benchmarks.suite import run_benchmark
+    from blogrr_nnu.paths import preprocessed_root, raw_root, resolve_dataset, results_root
+    from blogrr_nnu.planners.api import load_plans
+    from blogrr_nnu.trainers.api import default_configuration
+
+    load = load_average()
+    try:
+        if args.num_processes < 1:
+            raise ValueError(f"-np must be >= 1, got {args.num_processes}")
+        for k, v in (("BLOGRR_raw", raw_root(args.raw)), ("BLOGRR_preprocessed", preprocessed_root(args.preprocessed)),
+                     ("BLOGRR_results", results_root(args.results))):
+            os.environ[k] = str(Path(v).resolve())  # one set of folders for every stage and for nnU-Net code
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        pre = resolve_dataset(args.dataset, preprocessed_root())
+        raw = resolve_dataset(args.dataset, raw_root())
+        config = args.configuration or default_configuration(torch.device(device))
+        if config not in load_plans(pre)["configurations"]:
+            raise ValueError(f"configuration {config!r} is not planned for {pre.name}; run `blogrr_plan_and_preprocess "
+                             f"-d {pre.name} -c {config}`")
+        bench = results_root() / pre.name / "benchmark"
+        if args.quick:  # short runs must never be found by a full benchmark (or blogrr_predict)
+            os.environ["BLOGRR_results"] = str(bench / "quick_results")
+        work = bench / ("quick" if args.quick else "") / f"{config}_fold{args.fold}"
+        s = C.Setting(dataset=pre.name, configuration=config, fold=str(args.fold), methods=list(args.methods),
+                      device=device, quick=args.quick, num_processes=args.num_processes, work=work, raw=raw,
+                      preprocessed=pre, schedule=dict(C.QUICK_SCHEDULE) if args.quick else {})
+        md = Path(args.output) if args.output else bench / ("benchmark_quick.md" if args.quick else "benchmark.md")
+        result = run_benchmark(s)
+        derived = R.derive(result, R.pick_ours(result["rows"], args.ours))
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"blogrr_benchmark: error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        print(f"blogrr_benchmark: failed: {exc}", file=sys.stderr)
+        return 1
+    m = machine_info(torch.get_num_threads(), load)
+    header = {"date": datetime.date.today().isoformat(), "dataset": pre.name, "configuration": config,
+              "fold": str(args.fold), "device": device, "quick": args.quick,
+              "command": "blogrr_benchmark " + shlex.join(sys.argv[1:] if argv is None else argv),
+              "machine": f"{cpu_model()}, {m['usable_cores']} usable cores, torch {m['torch']} "
+                         f"({m['torch_threads']} threads), nnunetv2 {m['nnunetv2']}, blogrr-nnu {m['blogrr_nnu']}, "
+                         f"Python {m['python']}" + (f"; load average before the run {load:.2f}" if load is not None
+                                                    else "")}
+    print(R.render_tables(R.tables(result, derived)))
+    for path in R.write_outputs(result, derived, header, md):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

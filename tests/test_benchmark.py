@@ -1,0 +1,163 @@
+"""blogrr_benchmark: threshold rules against brute force, and a --quick run whose table blogrr_evaluate confirms."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from blogrr_nnu.benchmarks import thresholds as T
+from blogrr_nnu.commands.benchmark import main as benchmark_main
+from blogrr_nnu.commands.evaluate import main as evaluate_main
+from blogrr_nnu.planners.api import plan_and_preprocess
+from template_cases import write_template_dataset
+
+DATASET = "Dataset984_BenchTiny"
+
+
+def _brute_dice(amap, target, t):
+    p, g = amap > t, target > 0
+    return 1.0 if p.sum() + g.sum() == 0 else 2 * (p & g).sum() / (p.sum() + g.sum())
+
+
+def test_dice_curves_match_thresholding_voxel_by_voxel():
+    rng = np.random.default_rng(0)
+    amap = rng.gamma(2.0, 1.0, (12, 10, 9))
+    amap[:2] = -np.inf  # outside the brain: never above a threshold
+    target = np.zeros(amap.shape, bool)
+    target[4:8, 3:7, 2:6] = True
+    amap[target] += 1.5
+    target[0, 0, 0] = True  # a label voxel outside the brain can never be found
+    cv = T.CaseValues.from_arrays(amap, target)
+    ts = np.array([-1.0, 0.0, 0.7, 1.9, 2.5, 3.33, 5.0, 99.0])
+    assert np.allclose(cv.dice(ts), [_brute_dice(amap, target, t) for t in ts], rtol=0, atol=1e-12)
+    # both empty is a perfect case, as blogrr_evaluate scores it
+    assert T.CaseValues.from_arrays(amap, np.zeros_like(target)).dice(np.array([1e9]))[0] == 1.0
+
+
+def test_label_free_rules_hit_their_rates_and_oracles_dominate():
+    rng = np.random.default_rng(1)
+    healthy = [T.CaseValues.from_arrays(rng.normal(0, s, 4000)) for s in (1.0, 2.0)]
+    t1 = T.fpr_threshold(healthy, 0.01)
+    assert abs(T.false_positive_rate(healthy, t1) - 0.01) < 1e-3
+    # the per-case rule weighs both cases alike; the pooled percentile counts voxels (same sizes here: close)
+    pooled = np.concatenate([h.values for h in healthy])
+    assert np.mean(pooled > T.percentile(healthy, 99.0)) == pytest.approx(0.01, abs=1e-3)
+    cases = []
+    for shift in (1.0, 3.0, 6.0):
+        a = rng.normal(0, 1, (20, 20, 20))
+        g = np.zeros(a.shape, bool)
+        g[5:12, 5:12, 5:12] = True
+        a[g] += shift
+        cases.append(T.CaseValues.from_arrays(a, g))
+    grid = T.candidate_grid(cases, extra=[t1])
+    d = T.dice_matrix(cases, grid)
+    ub, i = T.best_global(d, grid)
+    per_case = T.per_case_oracle(d, grid)
+    assert d[:, i].mean() >= d[:, np.searchsorted(grid, t1)].mean()
+    assert all(c.dice(np.array([t]))[0] >= c.dice(np.array([ub]))[0] for c, t in zip(cases, per_case))
+    assert len(set(np.round(per_case, 6))) > 1  # cases with different contrast want different thresholds
+
+
+def test_wilcoxon_p_value_edge_cases():
+    assert T.wilcoxon_p([0.5, 0.6, 0.7], [0.5, 0.6, 0.7]) == 1.0
+    assert np.isnan(T.wilcoxon_p([0.5], [0.4]))
+    better = np.linspace(0.6, 0.9, 12)
+    assert T.wilcoxon_p(better, better - 0.1 - np.linspace(0, 0.05, 12)) < 0.01
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    write_template_dataset(root / "raw", name=DATASET, n_healthy=5, n_tumor=5, n_test=3, spacing=6.0, seed=7)
+    plan_and_preprocess(DATASET, ["3d_cpu"], raw=str(root / "raw"), preprocessed=str(root / "pre"), num_processes=2)
+    md = root / "out" / "bench.md"
+    md.parent.mkdir()
+    md.write_text("# My benchmark\n\nHand-written reading above.\n\n<!-- blogrr_benchmark:begin -->\nold\n"
+                  "<!-- blogrr_benchmark:end -->\n\nHand-written text below.\n")
+    argv = ["-d", DATASET, "--quick", "-device", "cpu", "--raw", str(root / "raw"), "--preprocessed", str(root / "pre"),
+            "--results", str(root / "res"), "-o", str(md)]
+    assert benchmark_main(argv) == 0
+    return root, md, argv
+
+
+def _rows(md):
+    with open(md.with_suffix(".csv")) as fh:
+        return {r["row"]: r for r in csv.DictReader(fh)}
+
+
+def test_quick_table_equals_blogrr_evaluate_on_the_same_masks(quick_run, tmp_path):
+    root, md, _ = quick_run
+    rows = _rows(md)
+    expected = {"blogrr", "blogrr_gmm", "blogrr_fused", "dae_sb_p99", "dae_sb_p95", "dae_sb_fpr1", "dae_sb_fpr5",
+                "dae_ub", "dae_oracle_case", "blogrr_oracle_case", "cgc", "cgc_fused", "supervised", "gmm",
+                "intensity_flair_ub", "intensity_flair_oracle_case", "intensity_flair_sb_p99"}
+    assert expected <= set(rows)
+    text = md.read_text()
+    for key, row in rows.items():
+        out = tmp_path / f"{key}.json"
+        assert evaluate_main(["-ref", str(root / "raw" / DATASET / "labelsTs"), "-pred", row["masks"], "-o", str(out),
+                              "--csv", str(tmp_path / f"{key}.csv")]) == 0
+        metrics = json.loads(out.read_text())["summary"]["metrics"]
+        assert float(row["dice_mean"]) == pytest.approx(metrics["dice"]["mean"], abs=1e-12), key
+        assert float(row["dice_std"]) == pytest.approx(metrics["dice"]["std"], abs=1e-12), key
+        if metrics["hd95_mm"]["mean"] is not None:
+            assert float(row["hd95_mean_mm"]) == pytest.approx(metrics["hd95_mm"]["mean"], abs=1e-9), key
+        # the Markdown row shows the same numbers
+        shown = f"{metrics['dice']['mean']:.3f} ± {metrics['dice']['std']:.3f} | "
+        assert any(f"`{key}`" in line and shown in line for line in text.splitlines()), key
+    # hand-written text around the generated block is kept; the old block is replaced
+    assert "Hand-written reading above." in text and "Hand-written text below." in text and "\nold\n" not in text
+    assert md.with_name("bench_sensitivity.png").stat().st_size > 10_000
+
+
+def test_quick_oracle_rows_dominate_their_twins(quick_run):
+    root, md, _ = quick_run
+    data = json.loads(md.with_suffix(".json").read_text())["result"]
+    rows = {r["key"]: r for r in data["rows"]}
+    checked = 0
+    for r in rows.values():
+        for twin in r["twins"]:
+            for case in data["test_cases"]:
+                assert r["per_case"][case]["dice"] >= rows[twin]["per_case"][case]["dice"] - 1e-12 or \
+                    r["key"].endswith("_ub"), (r["key"], twin, case)
+            assert r["summary"]["dice"]["mean"] >= rows[twin]["summary"]["dice"]["mean"] - 1e-12, (r["key"], twin)
+            checked += 1
+    assert checked >= 8  # DAE: UB vs 4 SB rules, per-case vs UB; FLAIR and each BLOGRR: per-case vs UB
+    # the sensitivity curve (computed on sorted values) agrees with the scored UB masks
+    for curve in data["curves"]:
+        i = int(np.argmin(np.abs(np.asarray(curve["thresholds"]) - curve["ub"])))
+        assert curve["mean_dice"][i] == pytest.approx(rows[f"{curve['group']}_ub"]["summary"]["dice"]["mean"],
+                                                      abs=1e-12)
+    assert rows["dae_ub"]["taus"][data["test_cases"][0]] == pytest.approx(
+        next(c for c in data["curves"] if c["group"] == "dae")["ub"])
+
+
+def test_rerun_reuses_runs_and_refuses_a_dataset_without_test_labels(quick_run, tmp_path, capsys):
+    root, md, argv = quick_run
+    md2 = tmp_path / "again.md"
+    argv2 = [a if a != str(md) else str(md2) for a in argv] + ["--methods", "dae", "supervised"]
+    assert benchmark_main(argv2) == 0
+    data = json.loads(md2.with_suffix(".json").read_text())["result"]
+    assert not data["timing"]["dae"]["trained_now"] and not data["timing"]["supervised"]["trained_now"]
+    first = {r["row"]: r for r in _rows(md).values()}
+    for key, row in _rows(md2).items():
+        assert row["dice_mean"] == first[key]["dice_mean"], key
+    raw2 = tmp_path / "raw"
+    shutil.copytree(root / "raw" / DATASET, raw2 / DATASET)
+    shutil.rmtree(raw2 / DATASET / "labelsTs")
+    bad = [a if a != str(root / "raw") else str(raw2) for a in argv2]
+    capsys.readouterr()
+    assert benchmark_main(bad) == 2
+    err = capsys.readouterr().err
+    assert "no test case with a label" in err and "labelsTs" in err
+
+
+def test_intensity_baseline_channels_are_found_by_name():
+    from blogrr_nnu.benchmarks.comparison import intensity_channels
+
+    assert intensity_channels({"0": "T1", "1": "T2", "2": "FLAIR"}) == [(2, "FLAIR"), (1, "T2")]
+    assert intensity_channels({"0": "T1w", "1": "T2-FLAIR", "2": "t2w"}) == [(1, "T2-FLAIR"), (2, "t2w")]
+    assert intensity_channels({"0": "T1", "1": "T1ce"}) == []
