@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 _KINDS = {
@@ -103,3 +104,21 @@ def resolve_dataset(spec: str | int, root: str | os.PathLike | None = None) -> P
     raise DatasetNotFoundError(
         f"{spec!r} is ambiguous in {base}: {', '.join(matches)}; pass the full folder name instead"
     )
+
+
+@contextmanager
+def environment(**wanted: str):
+    """Set environment variables for the duration of a ``with`` block, then restore (or unset) them.
+
+    Used where nnU-Net code reads its ``nnUNet_*`` variables at call time.
+    """
+    old = {k: os.environ.get(k) for k in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

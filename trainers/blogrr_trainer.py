@@ -23,7 +23,6 @@ import json
 import math
 import os
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +42,7 @@ from blogrr_nnu import __version__
 from blogrr_nnu import anomaly as A
 from blogrr_nnu.image_io import atomic_write
 from blogrr_nnu.networks import build_reconstruction_network, build_threshold_network
-from blogrr_nnu.paths import preprocessed_root, results_root
+from blogrr_nnu.paths import environment, preprocessed_root, results_root
 from blogrr_nnu.trainers import progress as prog
 from blogrr_nnu.trainers.cases import case_anomaly_map, load_whole_case, resize_mask, slice_mean_tau, threshold_input
 from blogrr_nnu.trainers.checkpoint import load_checkpoint, save_checkpoint
@@ -52,20 +51,9 @@ from blogrr_nnu.trainers.splits import case_roles, fold_keys, load_or_create_spl
 THRESHOLD_INPUTS = ("image", "image+anomaly")
 
 
-@contextmanager
 def nnunet_paths():
     """Point nnU-Net's path variables at blogrr's resolved folders while nnU-Net code reads them."""
-    wanted = {"nnUNet_preprocessed": str(preprocessed_root()), "nnUNet_results": str(results_root())}
-    old = {k: os.environ.get(k) for k in wanted}
-    os.environ.update(wanted)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    return environment(nnUNet_preprocessed=str(preprocessed_root()), nnUNet_results=str(results_root()))
 
 
 def default_schedule(blogrr: dict) -> tuple[int, int]:

@@ -23,14 +23,13 @@ import logging
 import os
 import pickle
 import shutil
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from blogrr_nnu.image_io import atomic_write
-from blogrr_nnu.paths import preprocessed_root, resolve_dataset, results_root
+from blogrr_nnu.paths import environment, preprocessed_root, resolve_dataset, results_root
 from blogrr_nnu.planners.api import load_plans
 from blogrr_nnu.planners.preprocessing import SEG_CHANNELS, is_done, save_case_atomic
 from blogrr_nnu.trainers.splits import case_roles, load_or_create_splits
@@ -102,24 +101,12 @@ def write_supervised_dataset(dataset: str | int, configuration: str) -> Path:
     return out
 
 
-@contextmanager
 def _stock_environment(pre_root: Path):
     """nnU-Net's variables for the stock trainer: the label-only copy, our results, no compile, DA in-process."""
-    wanted = {"nnUNet_preprocessed": str(pre_root), "nnUNet_results": str(results_root()),
-              "nnUNet_compile": "f",
-              # 0 = nnU-Net's SingleThreadedAugmenter: augmentation in the training process, as ours does, so the
-              # timing comparison is like for like and no forked workers sit beside torch threads
-              "nnUNet_n_proc_DA": os.environ.get("nnUNet_n_proc_DA", "0")}
-    old = {k: os.environ.get(k) for k in wanted}
-    os.environ.update(wanted)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    # nnUNet_n_proc_DA 0 = nnU-Net's SingleThreadedAugmenter: augmentation in the training process, as ours
+    # does, so the timing comparison is like for like and no forked workers sit beside torch threads
+    return environment(nnUNet_preprocessed=str(pre_root), nnUNet_results=str(results_root()), nnUNet_compile="f",
+                       nnUNet_n_proc_DA=os.environ.get("nnUNet_n_proc_DA", "0"))
 
 
 def supervised_run_folder(dataset: str | int, configuration: str) -> Path:
