@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 
 import numpy as np
@@ -139,7 +140,17 @@ def test_rerun_reuses_runs_and_refuses_a_dataset_without_test_labels(quick_run, 
     root, md, argv = quick_run
     md2 = tmp_path / "again.md"
     argv2 = [a if a != str(md) else str(md2) for a in argv] + ["--methods", "dae", "supervised"]
+    bench = root / "res" / DATASET / "benchmark"
+    dae_ckpt = bench / "quick_results" / DATASET / "DAETrainer__blogrr_plans__3d_cpu" / "fold_0" / "checkpoint_final.pth"
+    preds = bench / "quick" / "3d_cpu_fold0" / "predictions"
+    (test_id,) = [p.name[: -len("_0000.nii.gz")] for p in (root / "raw" / DATASET / "imagesTs").glob("*_0000.nii.gz")][:1]
+    before = {k: (preds / k / f"{test_id}.nii.gz").stat().st_mtime_ns for k in ("dae", "supervised")}
+    os.utime(dae_ckpt)  # as if the DAE had been retrained: its cached predictions must not be reused
+    env = {k: os.environ.get(k) for k in ("BLOGRR_raw", "BLOGRR_preprocessed", "BLOGRR_results")}
     assert benchmark_main(argv2) == 0
+    assert {k: os.environ.get(k) for k in env} == env  # the caller's environment is left as it was
+    after = {k: (preds / k / f"{test_id}.nii.gz").stat().st_mtime_ns for k in ("dae", "supervised")}
+    assert after["dae"] > before["dae"] and after["supervised"] == before["supervised"]
     data = json.loads(md2.with_suffix(".json").read_text())["result"]
     assert not data["timing"]["dae"]["trained_now"] and not data["timing"]["supervised"]["trained_now"]
     first = {r["row"]: r for r in _rows(md).values()}

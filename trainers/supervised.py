@@ -139,6 +139,7 @@ def train_supervised(dataset: str | int, fold: int | str, configuration: str, *,
         tr.num_epochs = int(epochs or our_epochs)
         tr.num_iterations_per_epoch = int(iters or our_iters)
         tr.num_val_iterations_per_epoch = max(1, tr.num_iterations_per_epoch // 5)
+        tr.save_every = 1  # nnU-Net's 50 would leave nothing to resume from in a 12-epoch run
         fold_dir = Path(tr.output_folder)
         latest = fold_dir / "checkpoint_latest.pth"
         if (fold_dir / "checkpoint_final.pth").is_file():

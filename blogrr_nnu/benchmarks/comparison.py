@@ -133,15 +133,28 @@ def training_time(folder: Path, fold: str) -> dict:
 def predict(s: Setting, key: str, folder: Path | None, in_dir: Path, out_dir: Path) -> dict[str, float]:
     """Predict ``in_dir`` with a run (or the GMM baseline, ``folder=None``) into ``out_dir``; seconds per case.
 
-    Finished cases are reused (their seconds come from ``timing.json`` written when they were predicted).
+    Finished cases are reused (their seconds come from ``timing.json`` written when they were predicted) as long
+    as the model file they were made with is unchanged (size and modification time in ``timing.json``); a
+    retrained run is predicted again.
     """
     import torch
 
     from blogrr_nnu.inference.predict_folder import predict_folder
     from blogrr_nnu.inference.predictor import BlogrrPredictor
+    from blogrr_nnu.pseudo_labels import MODEL_FILE
 
+    if folder is None:
+        from blogrr_nnu.planners.api import load_plans
+
+        source = s.preprocessed / load_plans(s.preprocessed)["configurations"][s.configuration]["data_identifier"]
+        source = source / MODEL_FILE
+    else:
+        source = folder / f"fold_{s.fold}" / "checkpoint_final.pth"
+    stamp = f"{source}:{source.stat().st_size}:{source.stat().st_mtime_ns}" if source.is_file() else str(source)
     timing_file = out_dir / "timing.json"
-    timing = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
+    saved = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
+    fresh = saved.get("model") != stamp
+    timing = {} if fresh else saved.get("seconds", {})
     # DAE runs have no threshold network; their masks are not used (the threshold rows are), any value does
     predictor = BlogrrPredictor(device=torch.device(s.device), fixed_threshold=0.0 if key == "dae" else None,
                                 allow_tqdm=False)
@@ -149,11 +162,12 @@ def predict(s: Setting, key: str, folder: Path | None, in_dir: Path, out_dir: Pa
         predictor.initialize_gmm_from_preprocessed(s.preprocessed, s.configuration)
     else:
         predictor.initialize_from_run_folder(folder, [s.fold])
-    result = predict_folder(predictor, in_dir, out_dir, save_anomaly_maps=True)
+    result = predict_folder(predictor, in_dir, out_dir, save_anomaly_maps=True, overwrite=fresh)
     if result.failed:
         raise RuntimeError("; ".join(f"{k}: {v}" for k, v in result.failed.items()))
     timing.update(result.seconds)
-    atomic_write(timing_file, lambda tmp: Path(tmp).write_text(json.dumps(timing, indent=1)))
+    text = json.dumps({"model": stamp, "seconds": timing}, indent=1)
+    atomic_write(timing_file, lambda tmp: Path(tmp).write_text(text))
     return timing
 
 

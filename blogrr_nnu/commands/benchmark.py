@@ -54,6 +54,19 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (1: a stage failed, 2: usage)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    from blogrr_nnu.paths import environment, preprocessed_root, raw_root, results_root
+
+    if args.num_processes < 1:
+        print(f"blogrr_benchmark: error: -np must be >= 1, got {args.num_processes}", file=sys.stderr)
+        return 2
+    # one set of folders for every stage and for nnU-Net code; the caller's environment is restored at the end
+    roots = {"BLOGRR_raw": raw_root(args.raw), "BLOGRR_preprocessed": preprocessed_root(args.preprocessed),
+             "BLOGRR_results": results_root(args.results)}
+    with environment(**{k: str(Path(v).resolve()) for k, v in roots.items()}):
+        return _run(args, argv)
+
+
+def _run(args, argv) -> int:
     import torch
 
     from blogrr_nnu.benchmarks import comparison as C
@@ -66,11 +79,6 @@ def main(argv: list[str] | None = None) -> int:
 
     load = load_average()
     try:
-        if args.num_processes < 1:
-            raise ValueError(f"-np must be >= 1, got {args.num_processes}")
-        for k, v in (("BLOGRR_raw", raw_root(args.raw)), ("BLOGRR_preprocessed", preprocessed_root(args.preprocessed)),
-                     ("BLOGRR_results", results_root(args.results))):
-            os.environ[k] = str(Path(v).resolve())  # one set of folders for every stage and for nnU-Net code
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         pre = resolve_dataset(args.dataset, preprocessed_root())
         raw = resolve_dataset(args.dataset, raw_root())
@@ -80,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"-d {pre.name} -c {config}`")
         bench = results_root() / pre.name / "benchmark"
         if args.quick:  # short runs must never be found by a full benchmark (or blogrr_predict)
-            os.environ["BLOGRR_results"] = str(bench / "quick_results")
+            os.environ["BLOGRR_results"] = str(bench / "quick_results")  # restored by main's environment()
         work = bench / ("quick" if args.quick else "") / f"{config}_fold{args.fold}"
         s = C.Setting(dataset=pre.name, configuration=config, fold=str(args.fold), methods=list(args.methods),
                       device=device, quick=args.quick, num_processes=args.num_processes, work=work, raw=raw,
