@@ -131,6 +131,7 @@ class BlogrrPredictor(nnUNetPredictor):
         self.configuration_name = ""
         self.used_folds: list[str] = []
         self.checkpoint_name = ""
+        self.model_files: list[Path] = []  # what initialisation read the weights / model from
 
     # -- loading --------------------------------------------------------------------------------------
     def initialize_from_run_folder(self, model_folder: str | Path, use_folds: list[str] | None = None,
@@ -172,6 +173,7 @@ class BlogrrPredictor(nnUNetPredictor):
         if len(inputs) > 1:
             raise ModelFolderError(f"{folder}: folds were trained with different threshold inputs {sorted(inputs)}")
         self.checkpoint_name = checkpoint_name
+        self.model_files = [folder / f"fold_{f}" / checkpoint_name for f in use_folds]
         self.used_folds = [str(f) for f in use_folds]
         self.initialize_from_checkpoints(plans, configuration, dataset_json, checkpoints, trainer_name)
 
@@ -249,6 +251,7 @@ class BlogrrPredictor(nnUNetPredictor):
             raise ModelFolderError(f"{model}: missing; run `blogrr_pseudo_labels -d {folder.name} -c {configuration}`")
         dj = json.loads((folder / "dataset.json").read_text())
         self.initialize_gmm(plans, configuration, dj, json.loads(model.read_text()))
+        self.model_files = [model]
 
     @property
     def blogrr(self) -> dict:

@@ -32,6 +32,13 @@ logger = logging.getLogger(__name__)
 
 GROUPS = ("blogrr", "blogrr_gmm", "blogrr_fused", "dae", "intensity", "gmm", "cgc", "cgc_fused", "supervised")
 QUICK_SCHEDULE = {"epochs": 2, "iters": 3, "upper_iters": 2}
+# label-free ("SB") threshold rules: row suffix -> (what, rule over held-out healthy cases' values)
+SB_RULES = {
+    "sb_p99": ("99th percentile of healthy voxels", lambda h: T.percentile(h, 99.0)),
+    "sb_p95": ("95th percentile of healthy voxels", lambda h: T.percentile(h, 95.0)),
+    "sb_fpr1": ("1 % false-positive rate on healthy cases", lambda h: T.fpr_threshold(h, 0.01)),
+    "sb_fpr5": ("5 % false-positive rate on healthy cases", lambda h: T.fpr_threshold(h, 0.05)),
+}
 
 
 @dataclass(frozen=True)
@@ -141,20 +148,7 @@ def predict(s: Setting, key: str, folder: Path | None, in_dir: Path, out_dir: Pa
 
     from blogrr_nnu.inference.predict_folder import predict_folder
     from blogrr_nnu.inference.predictor import BlogrrPredictor
-    from blogrr_nnu.pseudo_labels import MODEL_FILE
 
-    if folder is None:
-        from blogrr_nnu.planners.api import load_plans
-
-        source = s.preprocessed / load_plans(s.preprocessed)["configurations"][s.configuration]["data_identifier"]
-        source = source / MODEL_FILE
-    else:
-        source = folder / f"fold_{s.fold}" / "checkpoint_final.pth"
-    stamp = f"{source}:{source.stat().st_size}:{source.stat().st_mtime_ns}" if source.is_file() else str(source)
-    timing_file = out_dir / "timing.json"
-    saved = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
-    fresh = saved.get("model") != stamp
-    timing = {} if fresh else saved.get("seconds", {})
     # DAE runs have no threshold network; their masks are not used (the threshold rows are), any value does
     predictor = BlogrrPredictor(device=torch.device(s.device), fixed_threshold=0.0 if key == "dae" else None,
                                 allow_tqdm=False)
@@ -162,6 +156,11 @@ def predict(s: Setting, key: str, folder: Path | None, in_dir: Path, out_dir: Pa
         predictor.initialize_gmm_from_preprocessed(s.preprocessed, s.configuration)
     else:
         predictor.initialize_from_run_folder(folder, [s.fold])
+    stamp = ";".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in predictor.model_files)
+    timing_file = out_dir / "timing.json"
+    saved = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
+    fresh = saved.get("model") != stamp
+    timing = {} if fresh else saved.get("seconds", {})
     result = predict_folder(predictor, in_dir, out_dir, save_anomaly_maps=True, overwrite=fresh)
     if result.failed:
         raise RuntimeError("; ".join(f"{k}: {v}" for k, v in result.failed.items()))
@@ -225,25 +224,24 @@ def write_masks(maps: dict[str, np.ndarray], cases: list[NativeCase], taus: dict
 
 def threshold_rows(group: str, label: str, maps: dict[str, np.ndarray], healthy: list[T.CaseValues] | None,
                    cases: list[NativeCase], out_root: Path, ending: str, *, learned: dict[str, float] | None = None,
-                   rules: bool = True) -> tuple[list[dict], dict]:
+                   rules: tuple[str, ...] = SB_RULES) -> tuple[list[dict], dict]:
     """Rows (SB rules, UB, per-case oracle) of one family of maps, their mask folders, and its Dice curve.
 
     Args:
         maps: case id -> native map (``-inf`` outside the brain).
         healthy: held-out healthy cases' in-brain values for the label-free rules (None: no SB rows).
         learned: case id -> learned tau (BLOGRR runs): added to the candidates and to the curve record.
-        rules: add the four label-free rules (P99, P95, FPR 1 %, FPR 5 %) when ``healthy`` is given.
+        rules: which label-free rules of :data:`SB_RULES` to add (P99, P95, FPR 1 %, FPR 5 %) when ``healthy``
+            is given.
 
     Returns:
         ``(rows, curve)``; each row: key, label, group, oracle, twins (keys it must be >= to), folder, thresholds.
     """
     values = [T.CaseValues.from_arrays(maps[c.case_id], c.label, floor=-np.inf) for c in cases]
-    sb = {}
-    if healthy and rules:
-        sb = {"sb_p99": ("99th percentile of healthy voxels", T.percentile(healthy, 99.0)),
-              "sb_p95": ("95th percentile of healthy voxels", T.percentile(healthy, 95.0)),
-              "sb_fpr1": ("1 % false-positive rate on healthy cases", T.fpr_threshold(healthy, 0.01)),
-              "sb_fpr5": ("5 % false-positive rate on healthy cases", T.fpr_threshold(healthy, 0.05))}
+    unknown = set(rules) - set(SB_RULES)
+    if unknown:
+        raise ValueError(f"unknown label-free rule(s) {sorted(unknown)}; choose from {', '.join(SB_RULES)}")
+    sb = {k: (SB_RULES[k][0], SB_RULES[k][1](healthy)) for k in SB_RULES if k in rules} if healthy else {}
     extra = [v for _, v in sb.values()] + list((learned or {}).values())
     grid = T.candidate_grid(values, extra=extra)
     dice = T.dice_matrix(values, grid)

@@ -100,11 +100,8 @@ def run_benchmark(s: C.Setting) -> dict:
             group = f"intensity_{name.lower()}"
             maps = {c.case_id: C.intensity_map(images_ts, c, ch, ending) for c in test}
             hv = C.healthy_values({c.case_id: C.intensity_map(images_tr, c, ch, ending) for c in healthy})
-            r, curve = C.threshold_rows(group, f"{name} intensity", maps, hv or None, test, thresholds_root, ending)
-            keep = {f"{group}_{k}" for k in INTENSITY_RULES}
-            r = [x for x in r if x["oracle"] or x["key"] in keep]
-            for x in r:
-                x["twins"] = [t for t in x["twins"] if t in keep or t.endswith("_ub")]
+            r, curve = C.threshold_rows(group, f"{name} intensity", maps, hv or None, test, thresholds_root, ending,
+                                        rules=INTENSITY_RULES)
             rows += r
             curves.append({**curve, "units": "z-score within the brain"})
     print(f"  scoring {len(rows)} row(s) with blogrr_evaluate's metrics ...", flush=True)
