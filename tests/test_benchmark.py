@@ -132,6 +132,13 @@ def test_quick_oracle_rows_dominate_their_twins(quick_run):
         i = int(np.argmin(np.abs(np.asarray(curve["thresholds"]) - curve["ub"])))
         assert curve["mean_dice"][i] == pytest.approx(rows[f"{curve['group']}_ub"]["summary"]["dice"]["mean"],
                                                       abs=1e-12)
+    # how much BLOGRR's tau adapts: ranges of its learned and of the per-case oracle taus, as the table shows
+    derived = json.loads(md.with_suffix(".json").read_text())["derived"]
+    for f in derived["fractions"]:
+        learned = next(c for c in data["curves"] if c["group"] == f["key"])["learned_taus"]
+        oracle = [rows[f"{f['key']}_oracle_case"]["taus"][c] for c in data["test_cases"]]
+        assert f["learned_tau_range"] == pytest.approx([min(learned), max(learned)])
+        assert f["oracle_tau_range"] == pytest.approx([min(oracle), max(oracle)])
     assert rows["dae_ub"]["taus"][data["test_cases"][0]] == pytest.approx(
         next(c for c in data["curves"] if c["group"] == "dae")["ub"])
 

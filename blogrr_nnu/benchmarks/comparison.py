@@ -205,7 +205,8 @@ def intensity_map(image_dir: Path, case: NativeCase, channel: int, ending: str) 
     Mean/std rather than our preprocessing's median/IQR on purpose: a large bright tumour inflates the std
     and so lowers its own z-scores, which adapts one global threshold to the case a little. That is the
     stronger baseline (demo test cases, best global FLAIR threshold: 0.660 with mean/std, 0.598 with
-    median/IQR), and a baseline should be given its best honest form.
+    median/IQR; two runs of ``blogrr_benchmark -d 501``, docs/benchmark.md), and a baseline should be given
+    its best honest form.
     """
     x = read_image(image_dir / f"{case.case_id}_{channel:04d}{ending}")[0].astype(np.float64)
     v = x[case.brain]

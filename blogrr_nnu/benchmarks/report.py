@@ -56,8 +56,27 @@ def derive(result: dict, ours: str | None) -> dict:
              "dae_oracle_case": mean.get("dae_oracle_case"), "supervised": mean.get("supervised")}
         for ref in ("oracle_case", "ub", "dae_oracle_case", "supervised"):
             f[f"fraction_of_{ref}"] = mean[k] / f[ref] if f[ref] else None
+        # does T adapt per case? its taus against every case's own best threshold on the same maps
+        learned, oracle = curve.get("learned_taus"), rows.get(f"{k}_oracle_case", {}).get("taus")
+        if learned and oracle:
+            o = [oracle[c] for c in cases]
+            f["learned_tau_range"] = [min(learned), max(learned)]
+            f["oracle_tau_range"] = [min(o), max(o)]
+            f["spearman_learned_vs_oracle"] = _spearman(learned, o)
         fractions.append(f)
     return {"ours": ours, "p_values": p, "mean_dice": mean, "fractions": fractions}
+
+
+def _spearman(a, b) -> float | None:
+    from scipy.stats import spearmanr
+
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None
+    return float(spearmanr(a, b).statistic)
+
+
+def _range(r) -> str:
+    return "-" if not r else f"{r[0]:.2f}-{r[1]:.2f}"
 
 
 def _frac(x) -> str:
@@ -78,11 +97,13 @@ def tables(result: dict, derived: dict) -> list[dict]:
     if derived["fractions"]:
         fr = [[f["label"], f"{f['dice']:.3f}", _frac(f["learned_raw_dice"]), _frac(f["ub"]), _frac(f["oracle_case"]),
                _frac(f["fraction_of_oracle_case"]), _frac(f["fraction_of_dae_oracle_case"]),
-               _frac(f["fraction_of_supervised"])] for f in derived["fractions"]]
-        out.append(table("BLOGRR against its ceilings (mean Dice)",
+               _frac(f["fraction_of_supervised"]), _range(f.get("learned_tau_range")), _range(f.get("oracle_tau_range")),
+               _frac(f.get("spearman_learned_vs_oracle"))] for f in derived["fractions"]]
+        out.append(table("BLOGRR against its ceilings (mean Dice) and how much its τ adapts per case",
                          ["BLOGRR", "Dice", "learned τ as a plain threshold", "best global τ, same maps",
                           "per-case oracle τ, same maps", "fraction of own per-case oracle",
-                          "fraction of DAE per-case oracle", "fraction of full supervision"], fr))
+                          "fraction of DAE per-case oracle", "fraction of full supervision", "learned τ range",
+                          "per-case oracle τ range", "Spearman ρ (learned vs oracle τ)"], fr))
     tm = result["timing"]
     stock = tm.get("supervised")
     trow = []
