@@ -2,7 +2,7 @@
 
 ```
 DatasetXXX_Name/
-  dataset.json     channel_names, file_ending, numHealthy, numTumor, (optional) numTest
+  dataset.json     channel_names, file_ending, numHealthy, numTumor, (optional) numTest, channel_names_healthy
   imagesTr/        healthy training scans        <case>_<4-digit channel><file_ending>
   imagesTrTumor/   tumour training scans
   reportsTr/       <case>.txt, one report per imagesTrTumor case
@@ -90,9 +90,13 @@ def load_dataset_json(folder: str | Path) -> dict:
     missing = [k for k in REQUIRED_JSON_KEYS if k not in data]
     if missing:
         raise DatasetJsonError(f"{path}: missing key(s) {', '.join(missing)}")
-    names = data["channel_names"]
-    if not isinstance(names, dict) or not names or sorted(names) != [str(i) for i in range(len(names))]:
-        raise DatasetJsonError(f'{path}: channel_names must map "0".."N-1" to names, e.g. {{"0": "T1", "1": "FLAIR"}}')
+    for key in ("channel_names", "channel_names_healthy"):
+        names = data.get(key)
+        if key == "channel_names_healthy" and names is None:
+            continue  # optional: healthy scans with other channels than the tumour scans (docs/data_format.md)
+        if (not isinstance(names, dict) or not names or sorted(names, key=str) != sorted(str(i) for i in range(len(names)))
+                or not all(isinstance(v, str) and v.strip() for v in names.values())):
+            raise DatasetJsonError(f'{path}: {key} must map "0".."N-1" to names, e.g. {{"0": "T1", "1": "FLAIR"}}')
     if not isinstance(data["file_ending"], str) or not data["file_ending"].startswith("."):
         raise DatasetJsonError(f'{path}: file_ending must be a string such as ".nii.gz"')
     for key in ("numHealthy", "numTumor", "numTest"):

@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
+from blogrr_nnu.channels import channels_differ, common_channels, role_channel_names
 from blogrr_nnu.image_io import Geometry
 from blogrr_nnu.parallel import process_pool
 from blogrr_nnu.raw_dataset import (
@@ -190,11 +191,26 @@ def _check_report(path: Path) -> list[Problem]:
     return []
 
 
+def _channel_set_problems(folder: Path, dj: dict) -> list[Problem]:
+    """Healthy scans with other channels than the tumour scans: say which are common and how to plan with them."""
+    if not channels_differ(dj):
+        return []
+    path = str(folder / "dataset.json")
+    healthy = ", ".join(role_channel_names(dj, "healthy").values())
+    tumour = ", ".join(dj["channel_names"].values())
+    common = common_channels(dj)
+    if not common:
+        return [Problem(path, f"healthy scans ({healthy}) and tumour scans ({tumour}) share no channel",
+                        "add healthy scans with at least one of the tumour scans' contrasts")]
+    return [Problem(path, f"healthy scans have {healthy}, tumour scans {tumour}; both have {', '.join(common)}",
+                    f"plan with `blogrr_plan_and_preprocess -d {folder.name} --channels {' '.join(common)}`", "warning")]
+
+
 def _structure_problems(folder: Path, dj: dict, cases: dict[str, list[RawCase]], unmatched: list[Path]) -> list[Problem]:
     """Checks on names, counts and completeness (no voxel data needed)."""
     problems: list[Problem] = []
-    n_ch = len(dj["channel_names"])
     ending = dj["file_ending"]
+    problems.extend(_channel_set_problems(folder, dj))
     for entry in sorted(folder.iterdir()):
         if entry.name not in KNOWN_ENTRIES and entry.name not in IGNORED_TOP_LEVEL:
             problems.append(Problem(str(entry), "unknown file or folder in the dataset folder",
@@ -219,6 +235,8 @@ def _structure_problems(folder: Path, dj: dict, cases: dict[str, list[RawCase]],
                                     "or add/remove cases"))
         if role.name in ("healthy", "tumor") and not img_dir.is_dir():
             problems.append(Problem(str(img_dir), "folder is missing", f"create {role.images}/ with the {role.name} training scans"))
+        names = role_channel_names(dj, role.name)
+        n_ch = len(names)
         for case in role_cases:
             if case.case_id in seen:
                 problems.append(Problem(str(case.image_files()[0]), f"duplicate case id {case.case_id!r} "
@@ -227,11 +245,12 @@ def _structure_problems(folder: Path, dj: dict, cases: dict[str, list[RawCase]],
             for ch in range(n_ch):
                 if ch not in case.images:
                     problems.append(Problem(str(image_file(img_dir, case.case_id, ch, ending)),
-                                            f"missing channel {ch} ({dj['channel_names'][str(ch)]}) of case {case.case_id!r}",
+                                            f"missing channel {ch} ({names[str(ch)]}) of case {case.case_id!r}",
                                             "add the file; every case needs all channels of dataset.json"))
             for ch in sorted(set(case.images) - set(range(n_ch))):
+                key = "channel_names_healthy" if role.name == "healthy" and "channel_names_healthy" in dj else "channel_names"
                 problems.append(Problem(str(case.images[ch]), f"extra channel {ch}: dataset.json declares {n_ch} channel(s)",
-                                        "remove the file or add the channel to channel_names"))
+                                        f"remove the file or add the channel to {key}"))
             if role.reports_required and case.report is None:
                 problems.append(Problem(str(folder / role.reports / f"{case.case_id}.txt"),
                                         f"report missing for tumour case {case.case_id!r}",
@@ -275,12 +294,13 @@ def verify_dataset(folder: str | Path, num_processes: int = 1) -> VerificationRe
     for case in all_cases:
         if case.report is not None:
             result.problems.extend(_check_report(case.report))
-    n_ch, ending = len(dj["channel_names"]), dj["file_ending"]
+    ending = dj["file_ending"]
+    n_chs = [len(role_channel_names(dj, c.role)) for c in all_cases]
     if num_processes > 1 and len(all_cases) > 1:
         with process_pool(num_processes) as pool:
-            per_case = list(pool.map(check_case, all_cases, [n_ch] * len(all_cases), [ending] * len(all_cases)))
+            per_case = list(pool.map(check_case, all_cases, n_chs, [ending] * len(all_cases)))
     else:
-        per_case = [check_case(c, n_ch, ending) for c in all_cases]
+        per_case = [check_case(c, n, ending) for c, n in zip(all_cases, n_chs)]
     for probs in per_case:
         result.problems.extend(probs)
     logger.info("verified %s: %d case(s), %d problem(s)", folder, len(all_cases), len(result.problems))

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
 
+from blogrr_nnu.channels import check_previous_selection, resolve_channels
 from blogrr_nnu.image_io import atomic_write
 from blogrr_nnu.paths import preprocessed_root, raw_root, resolve_dataset
 from blogrr_nnu.planners.fingerprint import extract_fingerprint
@@ -44,7 +44,7 @@ def spacing_xyz(plans: dict, configuration: str) -> tuple[float, float, float]:
 
 def plan_and_preprocess(dataset: str | int, configurations: list[str] | None = None, *, num_processes: int = 1,
                         gpu_memory_target_gb: float = 8.0, overwrite: bool = False, raw: str | None = None,
-                        preprocessed: str | None = None, seed: int = 0) -> Path:
+                        preprocessed: str | None = None, seed: int = 0, channels: list[str] | None = None) -> Path:
     """Run the whole first stage; returns the dataset's preprocessed folder.
 
     Args:
@@ -56,25 +56,33 @@ def plan_and_preprocess(dataset: str | int, configurations: list[str] | None = N
         overwrite: redo registrations and preprocessed cases that exist.
         raw, preprocessed: root folders (default: environment, see :mod:`blogrr_nnu.paths`).
         seed: registration sampling seed.
+        channels: channel names the model uses (``None``: all; needed when healthy and tumour scans
+            have different channels, see :mod:`blogrr_nnu.channels`); stored as ``plans["channels"]``.
 
     Raises:
         DatasetVerificationError: the raw dataset has errors (nothing is written).
-        ValueError: an unknown configuration was asked for.
+        ValueError: an unknown configuration was asked for; a channel choice that does not fit
+            (:class:`~blogrr_nnu.channels.ChannelSelectionError`).
     """
     raw_folder = resolve_dataset(dataset, raw_root(raw))
     result = require_valid(raw_folder, num_processes)  # nothing is written before this passes
-    dj = result.dataset_json
+    selection = resolve_channels(result.dataset_json, channels, raw_folder / "dataset.json")
+    dj = selection.model_dataset_json(result.dataset_json)  # what the preprocessed data hold
     out = preprocessed_root(preprocessed) / raw_folder.name
+    check_previous_selection(out / f"{PLANS_NAME}.json", selection, overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "dataset.json", lambda tmp: shutil.copyfile(raw_folder / "dataset.json", tmp))
+    atomic_write(out / "dataset.json", lambda tmp: Path(tmp).write_text(json.dumps(dj, indent=1)))
 
-    cases = result.cases
+    cases = {role: [selection.select(c) for c in cs] for role, cs in result.cases.items()}
     train = cases["healthy"] + cases["tumor"]
     test_labelled = [c for c in cases["test"] if c.label is not None]
     fingerprint = extract_fingerprint(train + test_labelled, dj["channel_names"], out / "registration",
                                       out / "dataset_fingerprint.json", num_processes=num_processes, seed=seed,
                                       overwrite=overwrite)
-    plans = BlogrrPlanner(raw_folder.name, dj, fingerprint, out, gpu_memory_target_gb).plan_experiment()
+    planner = BlogrrPlanner(raw_folder.name, dj, fingerprint, out, gpu_memory_target_gb)
+    plans = planner.plan_experiment()
+    plans["channels"] = selection.to_dict()  # training reads the data; prediction reads these input files
+    planner.save_plans(plans)
 
     wanted = configurations or default_configurations()
     unknown = [c for c in wanted if c not in plans["configurations"]]

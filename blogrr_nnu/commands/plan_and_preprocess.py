@@ -13,13 +13,18 @@ def build_parser() -> argparse.ArgumentParser:
         "plan 2d / 3d_fullres (/ 3d_lowres) and CPU configurations, and preprocess the chosen ones "
         "(template-aligned, cropped, normalised arrays with brain mask, report pseudo-label and ground truth).",
         epilog="examples:\n  blogrr_plan_and_preprocess -d 501\n  blogrr_plan_and_preprocess -d 501 -c 3d_cpu -np 2\n"
-        "  blogrr_plan_and_preprocess -d Dataset501_BlogrrDemo -c 2d 3d_fullres --gpu_memory_target 24",
+        "  blogrr_plan_and_preprocess -d Dataset501_BlogrrDemo -c 2d 3d_fullres --gpu_memory_target 24\n"
+        "  blogrr_plan_and_preprocess -d 502 --channels T1 T2   # healthy set without T1ce/FLAIR (e.g. IXI, HCP)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-d", "--dataset", required=True, help="dataset id, folder name or name")
     parser.add_argument("-c", "--configurations", nargs="+", default=None,
                         help="configurations to preprocess (default: 2d 3d_fullres 3d_lowres with a CUDA GPU, "
                         "3d_cpu 2d_cpu without); all are planned")
+    parser.add_argument("--channels", nargs="+", default=None, metavar="NAME",
+                        help="channels the model uses, by name (default: all). Needed when healthy and tumour scans "
+                        "have different channels; blogrr_verify_dataset names the common ones. Stored in the plans: "
+                        "training and prediction use these only")
     parser.add_argument("-np", "--num_processes", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--gpu_memory_target", type=float, default=8.0, help="GPU memory target in GB (default 8)")
     parser.add_argument("--verify_dataset_integrity", action="store_true",
@@ -42,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = plan_and_preprocess(args.dataset, args.configurations, num_processes=max(1, args.num_processes),
                                   gpu_memory_target_gb=args.gpu_memory_target, overwrite=args.overwrite,
-                                  raw=args.raw, preprocessed=args.preprocessed, seed=args.seed)
+                                  raw=args.raw, preprocessed=args.preprocessed, seed=args.seed,
+                                  channels=args.channels)
     except DatasetVerificationError as exc:
         print(f"blogrr_plan_and_preprocess: the dataset has errors, nothing was written:\n{exc}", file=sys.stderr)
         return 1
