@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from blogrr_nnu.channels import selection_from_plans
 from blogrr_nnu.image_io import atomic_write, write_image
 from blogrr_nnu.inference.predictor import BlogrrPredictor
 from blogrr_nnu.planners.fingerprint import load_case_channels
@@ -47,11 +48,19 @@ class FolderResult:
         return not self.failed
 
 
-def list_input_cases(in_dir: Path, channel_names: dict, file_ending: str) -> tuple[list[RawCase], dict[str, str]]:
+def list_input_cases(in_dir: Path, channel_names: dict, file_ending: str, file_indices: list[int] | None = None,
+                     n_input_channels: int | None = None) -> tuple[list[RawCase], dict[str, str]]:
     """Cases of an input folder, and problems that concern a whole case or a stray file.
 
+    Args:
+        channel_names: the model's channels ``{"0": name, ...}``.
+        file_indices: per model channel, the ``_XXXX`` index it is read from (the plans' channel
+            selection, :mod:`blogrr_nnu.channels`); ``None``: 0..N-1.
+        n_input_channels: how many channels the dataset's scans have (default N); other channels below
+            it are ignored, channels at or above it are reported.
+
     Returns:
-        ``(cases with every channel, {case id or file name: problem})``.
+        ``(cases with every channel, renumbered in model order; {case id or file name: problem})``.
     """
     in_dir = Path(in_dir)
     if not in_dir.is_dir():
@@ -70,18 +79,21 @@ def list_input_cases(in_dir: Path, channel_names: dict, file_ending: str) -> tup
             continue
         cases.setdefault(m["case"], RawCase(m["case"], "test")).images[int(m["channel"])] = f
     n = len(channel_names)
+    selected = list(range(n)) if file_indices is None else list(file_indices)
     complete = []
     for cid, case in sorted(cases.items()):
-        missing = [c for c in range(n) if c not in case.images]
-        extra = sorted(c for c in case.images if c >= n)
+        missing = [(k, c) for k, c in enumerate(selected) if c not in case.images]
+        extra = sorted(c for c in case.images if c >= (n_input_channels or n))
         if missing:
-            names = ", ".join(f"{c:04d} ({channel_names[str(c)]})" for c in missing)
-            problems[cid] = (f"{in_dir / cid}_*: missing channel(s) {names}; the model needs all of "
-                             f"{', '.join(channel_names.values())}")
+            names = ", ".join(f"{c:04d} ({channel_names[str(k)]})" for k, c in missing)
+            needed = ", ".join(f"{c:04d} ({channel_names[str(k)]})" for k, c in enumerate(selected))
+            problems[cid] = f"{in_dir / cid}_*: missing channel(s) {names}; the model reads {needed}"
         elif extra:
-            problems[cid] = (f"{case.images[extra[0]]}: channel {extra[0]:04d} is not one of the model's {n} "
+            problems[cid] = (f"{case.images[extra[0]]}: channel {extra[0]:04d} is not one of the dataset's "
+                             f"{n_input_channels or n} "
                              "channels; remove it or check the channel order")
         else:
+            case.images = {k: case.images[c] for k, c in enumerate(selected)}
             complete.append(case)
     return complete, problems
 
@@ -114,7 +126,9 @@ def predict_folder(predictor: BlogrrPredictor, in_dir: str | Path, out_dir: str 
         raise ValueError(f"need num_parts >= 1 and 0 <= part_id < num_parts, got {num_parts}, {part_id}")
     dj = predictor.dataset_json
     ending = dj["file_ending"]
-    cases, problems = list_input_cases(Path(in_dir), dj["channel_names"], ending)
+    selection = selection_from_plans(predictor.plans_manager.plans, dj)
+    cases, problems = list_input_cases(Path(in_dir), dj["channel_names"], ending, list(selection.tumor_indices),
+                                       len(selection.tumor_channel_names))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = FolderResult()
