@@ -8,6 +8,10 @@ import sys
 from pathlib import Path
 
 PROG = "blogrr_report_to_mask"
+# blogrr_nnu.reports.roles.EXTENTS / DEFAULT_EXTENT, written out so --help needs no heavy import (a test
+# checks they agree).
+EXTENTS = ("whole_tumour", "lesion")
+DEFAULT_EXTENT = "whole_tumour"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  blogrr_report_to_mask -i $BLOGRR_raw/Dataset501_BlogrrDemo/reportsTr -o /tmp/report_masks\n"
         "  blogrr_report_to_mask -i reportsTr -o masks --explain\n"
         "  blogrr_report_to_mask -i reportsTr/case_007.txt -o masks --dilate_mm 5\n"
+        "  blogrr_report_to_mask -i reportsTr -o masks --extent lesion\n"
         "Masks are in template space; warp them onto a scan with blogrr_nnu.registration.warp_to_case.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -32,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print, per report, each site with its side and the text spans that produced them")
     parser.add_argument("--dilate_mm", type=float, default=0.0,
                         help="grow each mask by this distance in mm, kept inside the brain (default 0)")
+    parser.add_argument("--extent", choices=EXTENTS, default=DEFAULT_EXTENT,
+                        help="which sites a mask draws: whole_tumour = lesion + oedema + necrosis sites (default, the "
+                        "extent of BraTS-style whole-tumour labels), lesion = the lesion sites only; compressed and "
+                        "hedged ('may represent extension') sites are never drawn")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
     return parser
@@ -70,15 +79,16 @@ def main(argv: list[str] | None = None) -> int:
     n_failed = n_masks = n_empty = 0
     for path in tqdm(reports, desc="reports", unit="report", disable=args.quiet):
         try:
-            result = report_to_mask_files(path, out_dir, dilate_mm=args.dilate_mm)
+            result = report_to_mask_files(path, out_dir, dilate_mm=args.dilate_mm, extent=args.extent)
         except ReportReadError as exc:
             warn(f"ERROR {exc} -> skipped")
             n_failed += 1
             continue
         if result["mask"] is None:
             n_empty += 1
-            warn(f"WARNING {path}: no lesion site found; wrote {result['case']}.json with an empty site list "
-                 f"and no mask")
+            what = "an empty site list" if not result["sites"] else "its sites, none of which it draws"
+            warn(f"WARNING {path}: no lesion site found to draw (extent {args.extent}); wrote {result['case']}.json "
+                 f"with {what}, and no mask")
         else:
             n_masks += 1
         for w in result["warnings"]:

@@ -65,11 +65,15 @@ FILLER_GAP = re.compile(r"""
 
 # A side stated after the site (or after a list of sites).
 POST_SIDE = re.compile(r"""  # used with .match(text, pos): no "^" (it would only match at 0)
+    # "... regions of the right", "frontal mass on the left"
+    (?:\s+(?:lobes?|regions?|areas?|portions?|parts?|aspects?|territor(?:y|ies)|zones?|lesions?|mass(?:es)?
+         |tumou?rs?))?
     (?:
         ,?\s*on\s+the\s+(?P<on>left|right)(?:\s+side)?\b
+      | ,?\s*in\s+the\s+(?P<mid>midline)\b
       | \s*\(\s*(?P<paren>left|right|(?-i:L|R)|bilateral)\s*\)
       | ,?\s*(?P<bil>bilaterally|on\s+both\s+sides|in\s+both\s+hemispheres)\b
-      | \s+of\s+the\s+(?P<of>left|right|(?-i:L|R|Lt|Rt|lt|rt))\b
+      | \s+of\s+the\s+(?:(?:entire|whole)\s+)?(?P<of>left|right|(?-i:L|R|Lt|Rt|lt|rt))\b
       | \s*,\s*(?P<comma>left|right)(?:\s+side(?:d)?)?\s*(?=[,.;)]|$)
     )
 """, _F)
@@ -90,6 +94,12 @@ NEGATION_BACKWARD = re.compile(r"""
     \b(?:is|are|was|were|remains?)\s+(?:not\s+(?:involved|affected|seen|identified|present|visible)
                                       |spared|uninvolved|unaffected|free)\b
   | \bnot\s+(?:involved|affected)\b
+  # "the right temporal lobe shows no abnormal signal": the object is an abnormality, not a lesion property
+  # ("the right frontal lesion shows no enhancement" keeps its site: no backward scope for properties)
+  | \b(?:shows?|showing|demonstrates?|has|displays?|exhibits?|reveals?|contains?)\s+no\s+
+      (?:(?:abnormal|focal|definite|significant|new|suspicious|other|obvious)\s+)*
+      (?:signal(?:\s+(?:abnormalit(?:y|ies)|changes?))?|abnormalit(?:y|ies)|lesions?|mass(?:es)?|tumou?rs?
+        |pathology|changes?)\b
 """, _F)
 
 # Properties of a lesion: negating one ("no enhancement") says nothing about where the lesion is.
@@ -133,7 +143,13 @@ MASS_EFFECT_FORWARD = re.compile(r"""
 MASS_EFFECT_BACKWARD = re.compile(r"""
     \b(?:is|are|was|were|being|been|appears?)\s+(?:(?:\w+ly|also|slightly|mildly|markedly)\s+)?
       (?:compressed|effaced|displaced|distorted|dilated|enlarged|entrapped|trapped|narrowed|obliterated
-        |deformed|shifted|indented|splayed|bowed|attenuated|prominent)\b
+        |deformed|shifted|indented|splayed|bowed|attenuated|prominent|obscured|flattened)\b
+""", _F)
+# Absolute construction: "..., with the left lateral ventricle (notably) compressed": the noun phrase between
+# "with" and the participle is what is compressed (the scope is the match itself).
+MASS_EFFECT_ABSOLUTE = re.compile(r"""
+    \bwith\s+(?:the\s+)?(?:[\w-]+\s+){1,5}?(?:(?:\w+ly|also|slightly|mildly|markedly)\s+)?
+      (?:compressed|effaced|displaced|distorted|deformed|narrowed|obliterated|flattened|dilated)\b
 """, _F)
 
 PROXIMITY_FORWARD = re.compile(r"""
@@ -159,14 +175,70 @@ CLAUSE_BOUNDARY = re.compile(r"""
   | \b(?:but|however|whereas|while|although|though|which|with|where)\b | \band\s+there\b
 """, _F)
 
+# ---------------------------------------------------------------- roles (what part of the tumour a site holds)
+_OEDEMA = r"o?edema(?:tous)?"
+_NECROSIS = r"necros[ie]s|necrotic"
+_MASS_EFFECT = r"""(?:ventricular\s+|ventricle\s+)?compression|mass\s+effect|midline\s+shift|herniation|effacement
+                  |hydrocephalus"""
+# A sentence whose subject is oedema / necrosis / mass effect ("Edema is ...", "The area of oedema extends ...",
+# "Ventricular compression is noted in ...") is about that component: its sites take that role.
+ROLE_SUBJECT = re.compile(rf"""  # used with .match(text, sentence_start)
+    \W*(?:there\s+(?:is|are)\s+)?
+    (?:(?:the|a|an|some|mild|moderate|severe|marked|extensive|significant|prominent|surrounding|associated
+        |peri-?lesional|peri-?tumou?ral|vasogenic|brain|cerebral|area|areas|range|extent|region|regions|zone|zones)
+       \s+(?:of\s+(?:the\s+)?)?){{0,4}}
+    (?:(?P<oedema>{_OEDEMA})|(?P<necrosis>{_NECROSIS})|(?P<mass_effect>{_MASS_EFFECT}))\b
+""", _F)
+# A sentence that continues the previous one through a pronoun subject ("It extends into the parietal lobe").
+PRONOUN_SUBJECT = re.compile(r"\W*(?:it|this|these|they|the\s+latter)\b", re.IGNORECASE)
+# Oedema / necrosis named inside a sentence: the sites after it, up to a terminator, are that component's
+# extent ("left frontal mass with surrounding oedema extending into the parietal lobe").
+ROLE_WORD = re.compile(rf"(?P<oedema>\b(?:{_OEDEMA})\b)|(?P<necrosis>\b(?:{_NECROSIS})\b)", re.IGNORECASE)
+ROLE_TERMINATOR = re.compile(r"""
+    [;:] | \b(?:but|however|whereas|while|although|though|no|not|without)\b
+  | \b(?:lesions?|mass(?:es)?|tumou?rs?|nodules?|gliomas?|metastas[ie]s|neoplasms?)\b
+""", _F)
+# A finding interpreted as oedema / necrosis ("low signal in the left parietal lobe, suggesting necrosis").
+ROLE_INTERPRETATION = re.compile(rf"""
+    \b(?:suggest\w*|indicat\w*|consistent\s+with|in\s+keeping\s+with|compatible\s+with|represent\w*|reflect\w*
+      |likely|probably)
+    \s+(?:(?:a|an|the|some|small|possible|probable|areas?\s+of|regions?\s+of|foci\s+of)\s+){{0,3}}
+    (?:(?P<oedema>{_OEDEMA})|(?P<necrosis>{_NECROSIS}))\b
+""", _F)
+# Nouns that make a sentence about a lesion rather than about its oedema / necrosis alone ("focus" is not
+# one: "punctate foci" are the usual words for small-vessel change).
+LESION_WORD = re.compile(r"""\b(?:lesions?|mass(?:es)?|tumou?rs?|nodules?|neoplasms?|gliomas?
+    |glioblastomas?|metastas[ie]s|deposits?)\b""", _F)
+FOCUS_WORD = re.compile(r"\bfoc(?:i|us)\b", re.IGNORECASE)
+# Hedged spread: "signal in the right hemisphere which may represent tumour extension across the callosum".
+# Both the observed site and the spread are uncertain; a hedged diagnosis ("may represent a glioma") is not.
+HEDGE = re.compile(r"""
+    \b(?:(?:may|might|could)\s+(?:also\s+|possibly\s+)?(?:represent|reflect|indicate|be|suggest|correspond\s+to)
+        |possibly\s+(?:representing|reflecting|indicating))\b
+    (?=\s+(?:[\w-]+\s+){0,3}?(?:extension|spread(?:ing)?|infiltration|invasion|involvement|extending|infiltrating))
+""", _F)
+HEDGE_BOUNDARY = re.compile(r"[;:,]|\b(?:and|with|but|however|whereas|while|although)\b", re.IGNORECASE)
+HEDGE_END = re.compile(r"[;]|\b(?:but|however|whereas|although)\b", re.IGNORECASE)
+
+# Side words of organs outside the brain ("left optic nerve", "left femoral head"): not a side of any site.
+NON_BRAIN_SIDE = re.compile(r"""
+    \b(?:left|right|(?-i:L|R|Lt|Rt))\s+(?:optic\s+(?:nerves?|chiasm|sheath)|orbits?|orbital|globes?|eyes?|retina\w*
+      |lens|femo\w*|femur|hips?|liver|hepatic|lungs?|pulmonary|kidneys?|renal|breasts?|adrenals?|spinal|spine
+      |shoulders?|arms?|legs?|knees?|neck|parotid|thyroid|maxillary|mastoid|ears?|cochlea\w*)\b
+""", _F)
+
 # ---------------------------------------------------------------- sentence-level cues
 NON_TUMOUR = re.compile(r"""
-    \binfarct\w* | \blacun\w* | \bisch(?:a)?emi\w* | \bsmall\s+vessel | \bmicroangiopath\w*
+    \binfarct\w* | \blacunes?\b | \blacunar\s+(?:infarct|stroke|state|lesion)\w*
+  | \bisch(?:a)?emi\w* | \bsmall\s+vessel | \bmicroangiopath\w*
   | \bmicro-?(?:haem|hem)orrhag\w* | \bmicro-?bleeds? | \bgliosis\b | \bencephalomalaci\w* | \bcavernoma\w*
   | \bcavernous\s+malformation | \bdevelopmental\s+venous | \barachnoid\s+cysts? | \bperivascular\s+spaces?
   | \bvirchow | \bmucosal\b | \bsinus\s+disease | \bmastoid\w* | \bincidental\w* | \bdemyelinat\w*
   | \bmultiple\s+sclerosis | \bage-?related | \bsiderosis | \bpost-?operative\s+changes?
 """, _F)
+# Descriptions of small-vessel-type foci; they make a sentence non-tumour only when it names no lesion at all
+# ("Periventricular white matter shows multiple punctate hyperintense signals").
+NON_TUMOUR_WEAK = re.compile(r"\b(?:punctate|pinpoint|non-?specific)\b", re.IGNORECASE)
 TUMOUR_WORD = re.compile(r"""
     \btumou?r\w* | \bmass(?:es)?\b | \bneoplas\w* | \bgliom\w* | \bglioblastom\w* | \bGBM\b | \bastrocytom\w*
   | \boligodendrogliom\w* | \bependymom\w* | \bmetasta\w* | \blymphom\w* | \bmedulloblastom\w* | \bmeningiom\w*

@@ -6,7 +6,7 @@ safely, parse it, draw its template mask and write ``<case>.nii.gz`` + ``<case>.
 Output of one report ``<case>.txt`` in ``out_dir``:
 
 * ``<case>.nii.gz``: uint8 ``(X, Y, Z)`` in {0, 1} on the 1 mm Hammers grid; written only when the
-  report names at least one lesion site (an all-zero mask would look like a result);
+  report names at least one site the chosen extent draws (an all-zero mask would look like a result);
 * ``<case>.json``: sites with sides and character spans, size, count, matched Hammers labels (ids and
   names), exclusions and warnings (see :func:`blogrr_nnu.reports.explain`), plus the mask file name
   and volume.
@@ -24,6 +24,7 @@ import numpy as np
 from blogrr_nnu.image_io import atomic_write, write_image
 from blogrr_nnu.reports.masks import explain, findings_to_mask
 from blogrr_nnu.reports.parser import ParsedReport, parse_report
+from blogrr_nnu.reports.roles import DEFAULT_EXTENT
 from blogrr_nnu.reports.vocabulary import Vocabulary
 
 logger = logging.getLogger(__name__)
@@ -98,36 +99,39 @@ def _flat_sites(account: dict[str, Any], text: str) -> list[dict[str, Any]]:
     return out
 
 
-def report_account(parsed: ParsedReport, *, vocabulary: Vocabulary | None = None) -> dict[str, Any]:
+def report_account(parsed: ParsedReport, *, extent: str = DEFAULT_EXTENT,
+                   vocabulary: Vocabulary | None = None) -> dict[str, Any]:
     """JSON-serialisable account of a parsed report: :func:`explain` plus flat ``sites`` and ``sides``.
 
-    ``sites`` lists every lesion site (term, side, side source, text, span, side span and side text,
-    Hammers labels) in text order; ``sides`` maps each site term to its side. Spans are ``[start, end)``
-    character offsets into the report text.
+    ``sites`` lists every site of every drawable role (term, side, side source, role, text, span, side span
+    and side text, Hammers labels) in text order; ``sides`` maps each site term the ``extent`` draws to its
+    side. Spans are ``[start, end)`` character offsets into the report text.
     """
-    account = explain(parsed, vocabulary=vocabulary)
-    return {"sites": _flat_sites(account, parsed.text), "sides": parsed.site_sides(), **account}
+    account = explain(parsed, extent=extent, vocabulary=vocabulary)
+    return {"sites": _flat_sites(account, parsed.text), "sides": parsed.site_sides(extent), **account}
 
 
 def report_to_mask_files(report_path: str | os.PathLike, out_dir: str | os.PathLike, *, dilate_mm: float = 0.0,
-                         vocabulary: Vocabulary | None = None) -> dict[str, Any]:
+                         extent: str = DEFAULT_EXTENT, vocabulary: Vocabulary | None = None) -> dict[str, Any]:
     """Parse one report and write its template-space mask and JSON account into ``out_dir``.
 
     Args:
         report_path: ``<case>.txt``, UTF-8.
         out_dir: output folder (created if needed).
         dilate_mm: grow the mask by this distance in mm (kept inside the atlas brain).
+        extent: ``whole_tumour`` (lesion + oedema + necrosis sites) or ``lesion`` (:mod:`roles`).
         vocabulary: site table (the package's when ``None``).
 
     Returns:
         The JSON content written to ``<case>.json``: ``case``, ``report``, ``mask`` (file name or
         ``None``), ``mask_voxels`` and ``mask_volume_ml`` (1 mm grid: voxels = ml / 1000), ``dilate_mm``,
-        then ``sites``, ``sides``, ``findings``, ``matched_labels``, ``size_mm``, ``count``,
-        ``crosses_midline``, ``excluded``, ``warnings`` (see :func:`report_account`).
+        then ``sites`` (each with its ``role``), ``sides``, ``findings``, ``extent``, ``drawn``, ``roles``,
+        ``matched_labels``, ``size_mm``, ``count``, ``crosses_midline``, ``excluded``, ``warnings`` (see
+        :func:`report_account`).
 
     Raises:
         ReportReadError: the report is unreadable, not UTF-8 or empty (nothing is written).
-        ValueError: ``dilate_mm`` is negative or not finite.
+        ValueError: ``dilate_mm`` is negative or not finite, or ``extent`` is unknown.
     """
     report_path, out_dir = Path(report_path), Path(out_dir)
     text = read_report(report_path)
@@ -136,9 +140,9 @@ def report_to_mask_files(report_path: str | os.PathLike, out_dir: str | os.PathL
     mask_path = out_dir / f"{case}{MASK_SUFFIX}"
     result: dict[str, Any] = {"case": case, "report": str(report_path), "mask": None, "mask_voxels": 0,
                               "mask_volume_ml": 0.0, "dilate_mm": float(dilate_mm)}
-    result.update(report_account(parsed, vocabulary=vocabulary))
-    if parsed.sites:
-        mask, geometry = findings_to_mask(parsed, dilate_mm=dilate_mm, vocabulary=vocabulary)
+    result.update(report_account(parsed, extent=extent, vocabulary=vocabulary))
+    mask, geometry = findings_to_mask(parsed, extent=extent, dilate_mm=dilate_mm, vocabulary=vocabulary)
+    if mask.any():
         voxels = int(mask.sum())
         write_image(mask_path, mask.astype(np.uint8), geometry)
         result.update(mask=mask_path.name, mask_voxels=voxels,
@@ -163,7 +167,9 @@ def format_explanation(result: dict[str, Any]) -> str:
         else:
             side += f" ({s['side_source']})"
         a, b = s["span"]
-        lines.append(f"  {s['term']:<28} {side:<40} site text [{a}:{b}] {s['text']!r}")
+        lines.append(f"  {s['term']:<28} {side:<40} site text [{a}:{b}] {s['text']!r} role {s['role']}")
+    if result.get("drawn") is not None:
+        lines.append(f"  drawn ({result['extent']}): {', '.join(result['drawn']) or 'nothing'}")
     if result["matched_labels"]:
         names = ", ".join(f"{m['id']} {m['name']}" for m in result["matched_labels"])
         lines.append(f"  labels: {names}")

@@ -29,6 +29,7 @@ from scipy import ndimage
 from blogrr_nnu.atlas import hammers_regions, load_hammers, load_tissue_maps
 from blogrr_nnu.image_io import Geometry, array_to_sitk, sitk_to_array
 from blogrr_nnu.reports.parser import ParsedReport, Site
+from blogrr_nnu.reports.roles import DEFAULT_EXTENT, check_extent, refine_hemispheres, role_summary
 from blogrr_nnu.reports.vocabulary import Term, Vocabulary, load_vocabulary
 
 logger = logging.getLogger(__name__)
@@ -140,24 +141,35 @@ def site_mask(term_key: str, side: str, *, vocabulary: Vocabulary | None = None)
     return _compute_site_mask(vocabulary[term_key], side)
 
 
-def _finding_sites(parsed: ParsedReport) -> list[tuple[str, str]]:
-    """(term, side) pairs to draw, with midline-crossing findings widened to both sides + callosum."""
+def drawn_sites(parsed: ParsedReport, extent: str = DEFAULT_EXTENT,
+                vocabulary: Vocabulary | None = None) -> list[tuple[str, str]]:
+    """(term, side) pairs a mask of ``extent`` draws: the extent's sites, midline-crossing findings widened to
+    both sides + callosum, hemispheres only where no part of them is drawn (:func:`roles.refine_hemispheres`).
+
+    Raises:
+        ValueError: unknown extent.
+    """
+    vocabulary = vocabulary or load_vocabulary()
+    wanted = check_extent(extent)
     pairs = []
     for finding in parsed.findings:
-        for site in finding.sites:
+        sites = [s for s in finding.sites if s.role in wanted]
+        for site in sites:
             side = "bilateral" if finding.crosses_midline and site.side in ("left", "right") else site.side
             pairs.append((site.term, side))
-        if finding.crosses_midline:
+        if finding.crosses_midline and sites:
             pairs.append(("corpus_callosum", "midline"))
-    return list(dict.fromkeys(pairs))
+    return refine_hemispheres(list(dict.fromkeys(pairs)), vocabulary)
 
 
-def findings_to_mask(parsed: ParsedReport, *, dilate_mm: float = 0.0,
+def findings_to_mask(parsed: ParsedReport, *, extent: str = DEFAULT_EXTENT, dilate_mm: float = 0.0,
                      vocabulary: Vocabulary | None = None) -> tuple[np.ndarray, Geometry]:
     """Pseudo-label of a parsed report in template space.
 
     Args:
         parsed: output of :func:`blogrr_nnu.reports.parse_report`.
+        extent: ``"whole_tumour"`` (default: lesion + oedema + necrosis sites) or ``"lesion"`` (lesion sites
+            only); see :mod:`blogrr_nnu.reports.roles`.
         dilate_mm: grow the union by this distance (mm, Euclidean), kept inside the atlas brain.
         vocabulary: site table (the package's when ``None``).
 
@@ -166,13 +178,13 @@ def findings_to_mask(parsed: ParsedReport, *, dilate_mm: float = 0.0,
         A report without sites gives an all-zero mask (the parser has already warned).
 
     Raises:
-        ValueError: ``dilate_mm`` is negative or not finite.
+        ValueError: ``dilate_mm`` is negative or not finite, or ``extent`` is unknown.
     """
     if not np.isfinite(dilate_mm) or dilate_mm < 0:
         raise ValueError(f"dilate_mm must be a finite number >= 0, got {dilate_mm}")
     atlas, geometry = _atlas()
     mask = np.zeros(atlas.shape, bool)
-    for term, side in _finding_sites(parsed):
+    for term, side in drawn_sites(parsed, extent, vocabulary or load_vocabulary()):
         mask |= site_mask(term, side, vocabulary=vocabulary)
     if dilate_mm > 0 and mask.any():
         mask = (ndimage.distance_transform_edt(~mask, sampling=geometry.spacing) <= dilate_mm) & (atlas > 0)
@@ -188,7 +200,8 @@ def _term_labels(term: Term, side: str) -> list[int]:
     return sorted({label for s in sides for label in term.labels_for(s)})
 
 
-def matched_labels(parsed: ParsedReport, *, vocabulary: Vocabulary | None = None) -> list[int]:
+def matched_labels(parsed: ParsedReport, *, extent: str = DEFAULT_EXTENT,
+                   vocabulary: Vocabulary | None = None) -> list[int]:
     """Hammers label ids the mask is made of (sorted).
 
     Label-list sites give their labels (a midline label cut to one half is still listed); callosal
@@ -197,7 +210,7 @@ def matched_labels(parsed: ParsedReport, *, vocabulary: Vocabulary | None = None
     """
     vocabulary = vocabulary or load_vocabulary()
     out: set[int] = set()
-    for term, side in _finding_sites(parsed):
+    for term, side in drawn_sites(parsed, extent, vocabulary):
         out.update(_term_labels(vocabulary[term], side))
     return sorted(out)
 
@@ -206,30 +219,37 @@ def _site_dict(site: Site, vocabulary: Vocabulary) -> dict[str, Any]:
     regions = hammers_regions()
     term = vocabulary[site.term]
     return {
-        "term": site.term, "side": site.side, "side_source": site.side_source, "text": site.text,
+        "term": site.term, "side": site.side, "side_source": site.side_source, "role": site.role, "text": site.text,
         "span": list(site.span), "side_span": list(site.side_span) if site.side_span else None,
         "labels": [{"id": i, "name": regions[i].name} for i in _term_labels(term, site.side)],
         "derived": dict(term.derived) if term.derived else None,
     }
 
 
-def explain(parsed: ParsedReport, *, vocabulary: Vocabulary | None = None) -> dict[str, Any]:
+def explain(parsed: ParsedReport, *, extent: str = DEFAULT_EXTENT,
+            vocabulary: Vocabulary | None = None) -> dict[str, Any]:
     """JSON-serialisable account of how the report became a mask.
 
     Returns:
-        ``{"findings": [{text, span, size_mm, size_span, count, crosses_midline, sites: [...]}],
-        "matched_labels": [{id, name}], "size_mm", "count", "crosses_midline",
-        "excluded": [{term, text, span, reason}], "warnings": [...]}``.
+        ``{"findings": [{text, span, role, size_mm, size_span, count, crosses_midline, sites: [... role ...]}],
+        "extent", "drawn": ["<side> <term>", ...], "roles": {role: [...]}, "matched_labels": [{id, name}],
+        "size_mm", "count", "crosses_midline", "excluded": [{term, text, span, reason}], "warnings": [...]}``;
+        ``drawn`` are the (term, side) pairs the mask of ``extent`` is made of, ``roles`` lists every site
+        mention by role (lesion, oedema, necrosis, and the undrawn mass_effect and hedged ones).
     """
     vocabulary = vocabulary or load_vocabulary()
     regions = hammers_regions()
     return {
         "findings": [{
-            "text": f.text, "span": list(f.span), "size_mm": list(f.size_mm) if f.size_mm else None,
+            "text": f.text, "span": list(f.span), "role": f.role, "size_mm": list(f.size_mm) if f.size_mm else None,
             "size_span": list(f.size_span) if f.size_span else None, "count": f.count,
             "crosses_midline": f.crosses_midline, "sites": [_site_dict(s, vocabulary) for s in f.sites],
         } for f in parsed.findings],
-        "matched_labels": [{"id": i, "name": regions[i].name} for i in matched_labels(parsed, vocabulary=vocabulary)],
+        "extent": extent,
+        "drawn": [f"{side} {term}" for term, side in drawn_sites(parsed, extent, vocabulary)],
+        "roles": role_summary(parsed.findings, parsed.excluded),
+        "matched_labels": [{"id": i, "name": regions[i].name}
+                           for i in matched_labels(parsed, extent=extent, vocabulary=vocabulary)],
         "size_mm": list(parsed.size_mm) if parsed.size_mm else None,
         "count": parsed.count,
         "crosses_midline": parsed.crosses_midline,

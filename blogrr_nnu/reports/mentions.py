@@ -24,6 +24,7 @@ class Mention:
     side: str | None = None
     side_source: str = "default"
     side_span: tuple[int, int] | None = None
+    role: str = "lesion"  # see blogrr_nnu.reports.roles
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ class SiteMatcher:
         self.prefix_re = "|".join(map(re.escape, vocabulary.combined_prefixes))
         self.combined = re.compile(
             rf"""(?<![\w-])(?P<pre>(?:(?:{self.prefix_re})[\s-]?)+)
-                 (?P<last>frontal|parietal|temporal|occipital|insular?)(?:\s+lobes?)?\b""",
+                 (?P<last>frontal|parietal|temporal|occip(?:it|ti)al|insular?)(?:\s+lobes?)?\b""",
             re.IGNORECASE | re.VERBOSE)
 
     def sites(self, text: str) -> list[Mention]:
@@ -124,7 +125,8 @@ class SiteMatcher:
         for pattern in self.non_brain:
             candidates += [(m.start(), m.end(), ("non_brain",), "non_brain") for m in pattern.finditer(text)]
         lobe_of = {**self.vocabulary.combined_prefixes, "insular": "insula", "insula": "insula",
-                   "frontal": "frontal", "parietal": "parietal", "temporal": "temporal", "occipital": "occipital"}
+                   "frontal": "frontal", "parietal": "parietal", "temporal": "temporal", "occipital": "occipital",
+                   "occiptial": "occipital"}
         for m in self.combined.finditer(text):
             names = re.findall(self.prefix_re, m.group("pre").lower()) + [m.group("last").lower()]
             terms = tuple(dict.fromkeys(lobe_of[n] for n in names))
@@ -199,6 +201,7 @@ def scopes(text: str, start: int, end: int) -> list[Scope]:
     for pattern, reason in backward:
         for m in pattern.finditer(text, start, end):
             out.append(Scope(_clause_start(text, start, m.start()), m.end(), reason))
+    out += [Scope(m.start(), m.end(), "mass_effect") for m in cues.MASS_EFFECT_ABSOLUTE.finditer(text, start, end)]
     return out
 
 
@@ -212,6 +215,7 @@ _BLOCK_SIDE = re.compile(r"""
 def cue_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
     """Spans where a side word belongs to a cue, not to a site ("midline shift to the left")."""
     spans = [(m.start(), m.end()) for m in _BLOCK_SIDE.finditer(text, start, end)]
+    spans += [(m.start(), m.end()) for m in cues.NON_BRAIN_SIDE.finditer(text, start, end)]
     spans += [(m.start(), m.end()) for m in cues.CROSSES_MIDLINE.finditer(text, start, end)
               if "midline" in m.group(0).lower()]
     return spans
@@ -229,6 +233,12 @@ def apply_scopes(text: str, sites: list[Mention], scope_list: list[Scope], end: 
                 continue  # "no enhancement in the left frontal lesion": the lesion is still there
             site.excluded = scope.reason
             break
+    # A landmark is only a landmark when something else is the location: "oedema near the left parietal
+    # lobe" with no other site still places the oedema there.
+    if not any(not s.excluded for s in sites):
+        for site in sites:
+            if site.excluded == "proximity":
+                site.excluded = None
 
 
 def apply_heading_rule(text: str, sent_sites: list[Mention], scope_list: list[Scope], start: int, end: int) -> None:

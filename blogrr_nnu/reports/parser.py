@@ -24,136 +24,19 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
 
-from blogrr_nnu.reports import cues
+from blogrr_nnu.reports import cues, roles
+# The result types live in findings.py; importing them here keeps `from ...parser import Site` working.
+from blogrr_nnu.reports.findings import SIDE_VALUES, ExcludedSite, Finding, ParsedReport, Site  # noqa: F401
 from blogrr_nnu.reports.mentions import (Mention, Scope, SiteMatcher, apply_heading_rule, apply_scopes, cue_spans,
                                          is_filler, scopes, sections, sentences, sides)
 from blogrr_nnu.reports.vocabulary import Vocabulary, load_vocabulary
 
 logger = logging.getLogger(__name__)
 
-SIDE_VALUES = ("left", "right", "bilateral", "midline", "unspecified")
 _ANAPHORA = re.compile(r"""\b(?:the|this|that|its?|which|these)\s+(?:[\w-]+\s+){0,2}?
     (?:lesions?|mass|tumou?r|abnormality|neoplasm|glioma|component|enhancement)\b|\bit\b|\b(?:o)?edema\b""",
                        re.IGNORECASE | re.VERBOSE)
-
-
-@dataclass(frozen=True)
-class Site:
-    """One lesion site.
-
-    Attributes:
-        term: vocabulary term key, e.g. ``"frontal"``.
-        side: ``left``, ``right``, ``bilateral``, ``midline`` or ``unspecified``.
-        span: ``(start, end)`` character offsets of the site phrase in the report.
-        text: the site phrase as written.
-        side_source: how the side was found: ``explicit`` (side word before), ``list`` (side word
-            before a list of sites), ``post`` (after the site), ``plural``, ``sentence``,
-            ``anaphora``, ``report``, ``default``.
-        side_span: offsets of the side phrase, when one was written.
-    """
-
-    term: str
-    side: str
-    span: tuple[int, int]
-    text: str
-    side_source: str = "default"
-    side_span: tuple[int, int] | None = None
-
-
-@dataclass(frozen=True)
-class ExcludedSite:
-    """A site mention that did not become a lesion site, and why (``negated``, ``normal``,
-    ``mass_effect``, ``proximity``, ``non_tumour``, ``non_brain``, ``parent``)."""
-
-    term: str
-    span: tuple[int, int]
-    text: str
-    reason: str
-
-
-@dataclass
-class Finding:
-    """The lesion sites of one sentence, with the size and count stated with them.
-
-    Attributes:
-        sites: positive sites, in text order.
-        size_mm: dimensions in mm as written (1 to 3 values) or ``None``.
-        count: ``solitary``, ``multiple``, ``multifocal`` or ``None``.
-        span: offsets of the sentence.
-        text: the sentence.
-        crosses_midline: the sentence (or a following one about the same lesion) says it crosses.
-        size_span: offsets of the size phrase.
-    """
-
-    sites: list[Site]
-    size_mm: tuple[float, ...] | None
-    count: str | None
-    span: tuple[int, int]
-    text: str
-    crosses_midline: bool = False
-    size_span: tuple[int, int] | None = None
-
-
-@dataclass
-class ParsedReport:
-    """Result of :func:`parse_report`.
-
-    Attributes:
-        findings: one per sentence with at least one positive site.
-        warnings: human-readable notes (no site found, side not stated, history used, ...).
-        excluded: site mentions that were not used, with the reason.
-        text: the report text.
-    """
-
-    findings: list[Finding]
-    warnings: list[str] = field(default_factory=list)
-    excluded: list[ExcludedSite] = field(default_factory=list)
-    text: str = ""
-
-    @property
-    def sites(self) -> list[Site]:
-        """All positive sites of all findings."""
-        return [s for f in self.findings for s in f.sites]
-
-    def site_sides(self) -> dict[str, str]:
-        """Each site term with one side: left + right (or bilateral anywhere) -> ``bilateral``.
-
-        Unpaired terms mentioned once with a side and once without keep the stated side.
-        """
-        seen: dict[str, set[str]] = {}
-        for site in self.sites:
-            seen.setdefault(site.term, set()).add(site.side)
-        out = {}
-        for term, sides in seen.items():
-            if "bilateral" in sides or {"left", "right"} <= sides:
-                out[term] = "bilateral"
-            elif len(sides) == 1:
-                out[term] = next(iter(sides))
-            else:  # e.g. {"left", "midline"} for "left peduncle and midbrain": the stated side
-                specific = sides & {"left", "right"}
-                out[term] = next(iter(specific)) if specific else "unspecified"
-        return out
-
-    @property
-    def size_mm(self) -> tuple[float, ...] | None:
-        """Size of the largest lesion stated (largest maximum dimension)."""
-        sizes = [f.size_mm for f in self.findings if f.size_mm]
-        return max(sizes, key=max) if sizes else None
-
-    @property
-    def count(self) -> str | None:
-        """``multifocal`` > ``multiple`` > ``solitary`` over all findings, or ``None``."""
-        counts = {f.count for f in self.findings}
-        return next((c for c in ("multifocal", "multiple", "solitary") if c in counts), None)
-
-    @property
-    def crosses_midline(self) -> bool:
-        """Whether any finding crosses the midline."""
-        return any(f.crosses_midline for f in self.findings)
-
-
 
 
 # ------------------------------------------------------------------------------------------ parsing
@@ -181,6 +64,7 @@ class _Parser:
         self.findings: list[Finding] = []
         self.excluded: list[ExcludedSite] = []
         self.positives: list[Mention] = []  # positive sites so far, report order
+        self.previous_role = "lesion"  # role of the last sentence (a pronoun subject continues it)
 
     # -------------------------------------------------------------- sides
     def _pre_side(self, items: list[Mention], idx: int) -> tuple[Mention | None, bool]:
@@ -277,9 +161,10 @@ class _Parser:
             if m.side in ("left", "right", "bilateral"):
                 return m.side, "sentence"
         if anaphoric and self.findings:
-            for s in reversed(self.findings[-1].sites):
-                if s.side in ("left", "right", "bilateral"):
-                    return s.side, "anaphora"
+            # "it" / "the oedema" refers to the previous finding: its side, when it has only one
+            stated = {s.side for s in self.findings[-1].sites if s.side in ("left", "right", "bilateral")}
+            if len(stated) == 1:
+                return stated.pop(), "anaphora"
         return "unspecified", "default"
 
     # -------------------------------------------------------------- sentences
@@ -291,10 +176,14 @@ class _Parser:
         scope_list = scopes(text, start, end)
         apply_scopes(text, sent_sites, scope_list, end)
         sentence_text = text[start:end]
-        if cues.NON_TUMOUR.search(sentence_text) and not cues.TUMOUR_WORD.search(sentence_text):
+        weak = cues.NON_TUMOUR_WEAK.search(sentence_text) and not cues.LESION_WORD.search(sentence_text)
+        if (cues.NON_TUMOUR.search(sentence_text) or weak) and not cues.TUMOUR_WORD.search(sentence_text):
             for m in sent_sites:
                 m.excluded = m.excluded or "non_tumour"
         apply_heading_rule(text, sent_sites, scope_list, start, end)
+        role = roles.sentence_role(text, start, end, self.previous_role)
+        roles.assign_roles(text, sent_sites, start, end, role)
+        self.previous_role = role
         anaphoric = not sent_sides and bool(_ANAPHORA.search(sentence_text))
         self._assign_sides(sent_sites, sent_sides, end, anaphoric)
         positive = [m for m in sent_sites if not m.excluded]
@@ -306,7 +195,10 @@ class _Parser:
         self.excluded += [ExcludedSite(m.value, (m.start, m.end), text[m.start:m.end], m.excluded)
                           for m in sent_sites if m.excluded]
         neg = ("negated", "normal", "mass_effect")
-        crossing = any(not _inside(m.span(), scope_list, ("negated",)) for m in cues.CROSSES_MIDLINE.finditer(text, start, end))
+        hedged = roles.hedge_scopes(text, start, end)  # "may represent extension across the callosum"
+        crossing = any(not _inside(m.span(), scope_list, ("negated",))
+                       and not any(a <= m.start() < b for a, b in hedged)
+                       for m in cues.CROSSES_MIDLINE.finditer(text, start, end))
         count = None
         for name, pattern in (("multifocal", cues.COUNT_MULTIFOCAL), ("multiple", cues.COUNT_MULTIPLE),
                               ("solitary", cues.COUNT_SOLITARY)):
@@ -318,9 +210,9 @@ class _Parser:
             self.positives += positive
             self.findings.append(Finding(
                 sites=[Site(m.value, m.side or "unspecified", (m.start, m.end), text[m.start:m.end], m.side_source,
-                            m.side_span) for m in positive],
+                            m.side_span, m.role) for m in positive],
                 size_mm=size.size_mm if size else None, count=count, span=(start, end), text=sentence_text,
-                crosses_midline=crossing, size_span=size.span if size else None))
+                crosses_midline=crossing, size_span=size.span if size else None, role=role))
         elif self.findings:  # "It measures 28 mm." / "The mass crosses the midline." belong to the last finding
             last = self.findings[-1]
             if last.size_mm is None and size is not None:
@@ -329,18 +221,23 @@ class _Parser:
             last.count = last.count or count
 
     def resolve_report_sides(self) -> list[str]:
-        """Unstated sides take the side the same site has elsewhere in the report; warn on the rest."""
+        """Unstated sides take the side the same site has elsewhere in the report, else the one side every
+        lateralised site of the report has ("frontal and parietal lobes ... oedema of the right hemisphere");
+        warn on the rest."""
         warnings = []
+        stated = {s.side for f in self.findings for s in f.sites if s.side in ("left", "right", "bilateral")}
         for finding in self.findings:
             for i, site in enumerate(finding.sites):
                 if site.side != "unspecified":
                     continue
                 known = {s.side for f in self.findings for s in f.sites
                          if s.term == site.term and s.side in ("left", "right", "bilateral")}
-                if len(known) == 1:
-                    finding.sites[i] = Site(site.term, known.pop(), site.span, site.text, "report", site.side_span)
+                if len(known) == 1 or stated in ({"left"}, {"right"}):
+                    side = known.pop() if len(known) == 1 else next(iter(stated))
+                    finding.sites[i] = Site(site.term, side, site.span, site.text, "report", site.side_span, site.role)
                 else:
-                    warnings.append(f"side of {site.term!r} not stated at {site.span} ({site.text!r}): both sides are used")
+                    what = "it is not drawn" if site.term == roles.HEMISPHERE else "both sides are used"
+                    warnings.append(f"side of {site.term!r} not stated at {site.span} ({site.text!r}): {what}")
         return warnings
 
 
@@ -382,6 +279,7 @@ def parse_report(text: str, *, vocabulary: Vocabulary | None = None) -> ParsedRe
         if parser.findings:
             warnings.append("no lesion site in the findings; sites were taken from the history / indication")
     warnings += parser.resolve_report_sides()
+    warnings += roles.promote_unlocated_lesion(parser.findings, vocabulary)
     if not parser.findings:
         warnings.append("no lesion site found in the report: the pseudo-label will be empty")
     for w in warnings:
