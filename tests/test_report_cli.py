@@ -126,7 +126,7 @@ def test_quality_right_frontal(quality_dataset: Path, tmp_path: Path, capsys) ->
     result = json.loads(out_json.read_text())
     rows = {r["case"]: r for r in result["cases"]}
     assert set(rows) == {"tumor_000", "tumor_001", "test_000"}  # the healthy case has no label/report
-    assert result["registration_channel"] == 0
+    assert result["registration_channel"] == 0 and result["extent"] == "whole_tumour"
     for r in rows.values():
         assert r["coverage"] >= 0.9 and r["registration_dice"] >= 0.9 and not r["no_site"]
         assert r["sites"] == {"frontal": "right"}
@@ -203,3 +203,83 @@ def test_normal_finding_phrase_is_not_a_site(tmp_path: Path) -> None:
     account = json.loads((tmp_path / "o" / "a.json").read_text(encoding="utf-8"))
     assert account["sides"] == {"frontal": "left"}
     assert [(e["term"], e["reason"]) for e in account["excluded"]] == [("periventricular_white_matter", "normal")]
+
+
+# ------------------------------------------------------------------------------------- extents and roles
+def test_extent_option_and_roles_in_the_json(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("Glioma of the right temporal lobe. Edema is seen in the right parietal lobe. "
+                                    "Ventricular compression is noted in the right occipital lobe.", encoding="utf-8")
+    outs = {}
+    for extent in ("lesion", "whole_tumour"):
+        out = tmp_path / extent
+        assert report_to_mask.main(["-i", str(tmp_path / "a.txt"), "-o", str(out), "-q", "--extent", extent]) == 0
+        outs[extent] = (read_image(out / "a.nii.gz")[0], json.loads((out / "a.json").read_text(encoding="utf-8")))
+    (lesion, acc_l), (whole, acc_w) = outs["lesion"], outs["whole_tumour"]
+    assert acc_l["drawn"] == ["right temporal"] and acc_w["drawn"] == ["right temporal", "right parietal"]
+    assert np.all(whole[lesion > 0] == 1) and whole.sum() > lesion.sum() == acc_l["mask_voxels"]
+    assert [(s["term"], s["role"]) for s in acc_w["sites"]] == [("temporal", "lesion"), ("parietal", "oedema")]
+    assert acc_w["roles"]["mass_effect"] and not acc_w["roles"]["hedged"] and acc_w["extent"] == "whole_tumour"
+    assert [f["role"] for f in acc_w["findings"]] == ["lesion", "oedema"]
+
+
+def test_command_extent_choices_match_the_library() -> None:
+    from blogrr_nnu.reports import roles
+
+    for command in (report_to_mask, report_quality):
+        assert set(command.EXTENTS) == set(roles.EXTENTS) and command.DEFAULT_EXTENT == roles.DEFAULT_EXTENT
+
+
+# ------------------------------------------------------------------------------------- --corpus mode
+@pytest.fixture
+def small_corpus(tmp_path: Path) -> Path:
+    d = tmp_path / "corpus"
+    d.mkdir()
+    texts = {"a": "Enhancing tumour of the right frontal lobe.",
+             "b": "Glioma of the left temporal lobe.",
+             "c": NO_SITE,
+             "d": "Mass in the left parietal lobe. Edema is seen in the left occipital lobe."}
+    for rid, text in texts.items():
+        (d / f"{rid}.txt").write_text(text, encoding="utf-8")
+    expected = {"a": [{"side": "R", "site": "frontal"}], "b": [{"side": "R", "site": "temporal"}], "c": [],
+                "d": [{"side": "L", "site": "parietal"}]}
+    (d / "expected.json").write_text(json.dumps(expected), encoding="utf-8")
+    expected["d"].append({"side": "L", "site": "occipital"})
+    (d / "expected_with_edema.json").write_text(json.dumps(expected), encoding="utf-8")
+    return d
+
+
+def test_corpus_table(small_corpus: Path, tmp_path: Path, capsys) -> None:
+    out_json = tmp_path / "c.json"
+    assert report_quality.main(["--corpus", str(small_corpus), "-o", str(out_json), "--details"]) == 0
+    result = json.loads(out_json.read_text())
+    rows = {(r["labels"], r["extent"]): r for r in result["rows"]}
+    assert len(rows) == 4
+    lesion = rows[("expected.json", "lesion")]
+    # a and d exact (1.0), b on the wrong side (0.0, a side error); c is the control and gives no mask
+    assert lesion["n_reports"] == 4 and lesion["n_scored"] == 3
+    assert lesion["mean_dice"] == pytest.approx(2 / 3)
+    assert lesion["side_errors"] == ["b"] and lesion["controls"] == ["c"] and lesion["controls_with_mask"] == []
+    whole = rows[("expected_with_edema.json", "whole_tumour")]
+    assert whole["mean_dice"] == pytest.approx(2 / 3) and whole["side_errors"] == ["b"]
+    # the oedema lobe is outside the lesion extent: below 1 against the lesion + oedema labels
+    assert result["reports"]["d"]["expected_with_edema.json"]["lesion"]["dice"] < 0.8
+    assert result["reports"]["d"]["expected.json"]["whole_tumour"]["dice"] < 0.8
+    printed = capsys.readouterr().out
+    assert "| expected.json | lesion | 4 | 0.667 (n=3) | 1 | 1/1 |" in printed
+    assert "b expected.json lesion: Dice 0.000 SIDE ERROR" in printed
+
+
+def test_corpus_usage_errors(small_corpus: Path, tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:  # -d and --corpus are mutually exclusive
+        report_quality.main(["-d", "501", "--corpus", str(small_corpus)])
+    assert exc.value.code == 2
+    assert report_quality.main(["-d", "501", "--expected", str(small_corpus / "expected.json")]) == 2
+    assert report_quality.main(["--corpus", str(tmp_path / "missing")]) == 2
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"a": [{"side": "left", "site": "frontal"}]}), encoding="utf-8")
+    assert report_quality.main(["--corpus", str(small_corpus), "--expected", str(bad)]) == 2
+    orphan = tmp_path / "orphan.json"
+    orphan.write_text(json.dumps({"zz": []}), encoding="utf-8")
+    assert report_quality.main(["--corpus", str(small_corpus), "--expected", str(orphan)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("blogrr_report_quality:")]
+    assert len(err) == 5 and "side in" in err[3] and "zz" in err[4]

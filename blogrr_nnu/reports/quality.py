@@ -38,6 +38,7 @@ from blogrr_nnu.registration import dice, register_to_template, warp_to_case
 from blogrr_nnu.reports.files import read_report
 from blogrr_nnu.reports.masks import findings_to_mask
 from blogrr_nnu.reports.parser import parse_report
+from blogrr_nnu.reports.roles import DEFAULT_EXTENT, check_extent
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,8 @@ SPLITS = {"tumor": "imagesTrTumor", "test": "imagesTs"}
 
 
 def native_pseudo_label(report_text: str, channels: np.ndarray, geometry: Geometry, reg_channel: int, *,
-                        dilate_mm: float = 0.0, seed: int = DEFAULT_SEED) -> tuple[np.ndarray, dict[str, Any]]:
+                        dilate_mm: float = 0.0, seed: int = DEFAULT_SEED,
+                        extent: str = DEFAULT_EXTENT) -> tuple[np.ndarray, dict[str, Any]]:
     """Report pseudo-label of one case on the case's own grid.
 
     Args:
@@ -59,19 +61,20 @@ def native_pseudo_label(report_text: str, channels: np.ndarray, geometry: Geomet
         reg_channel: index of the channel registered to the T1 template.
         dilate_mm: grow the template mask by this distance in mm first.
         seed: seed of the registration's metric sampling (not 0: SimpleITK reads 0 as "wall clock").
+        extent: ``whole_tumour`` or ``lesion`` (:mod:`blogrr_nnu.reports.roles`).
 
     Returns:
         ``(mask, info)``: bool ``(X, Y, Z)`` pseudo-label inside the brain, and ``{"sites": {term: side},
         "no_site": bool, "registration_dice": float, "warnings": [...]}``.
     """
     parsed = parse_report(report_text)
+    template_mask, template_geometry = findings_to_mask(parsed, dilate_mm=dilate_mm, extent=extent)
     registration = register_to_template(channels[reg_channel], geometry, seed=seed)
     brain = np.any(channels != 0, axis=0)
-    info = {"sites": parsed.site_sides(), "no_site": not parsed.sites,
+    info = {"sites": parsed.site_sides(extent), "no_site": not template_mask.any(),
             "registration_dice": registration.brain_dice, "warnings": list(parsed.warnings)}
-    if not parsed.sites:
+    if not template_mask.any():
         return np.zeros(brain.shape, bool), info
-    template_mask, template_geometry = findings_to_mask(parsed, dilate_mm=dilate_mm)
     warped = warp_to_case(array_to_sitk(template_mask, template_geometry), geometry,
                           registration.case_to_template, nearest=True)
     return (sitk_to_array(warped) > 0) & brain, info
@@ -100,7 +103,8 @@ def score(pseudo: np.ndarray, tumour: np.ndarray, spacing: tuple[float, float, f
     }
 
 
-def case_quality(case: RawCase, reg_channel: int, dilate_mm: float = 0.0, seed: int = DEFAULT_SEED) -> dict[str, Any]:
+def case_quality(case: RawCase, reg_channel: int, dilate_mm: float = 0.0, seed: int = DEFAULT_SEED,
+                 extent: str = DEFAULT_EXTENT) -> dict[str, Any]:
     """Quality of the report pseudo-label of one case (see module docstring).
 
     Returns:
@@ -115,7 +119,8 @@ def case_quality(case: RawCase, reg_channel: int, dilate_mm: float = 0.0, seed: 
         label, label_geometry = read_image(case.label)
         if not label_geometry.close_to(geometry):
             raise ValueError(f"{case.label}: label grid differs from the image grid; run blogrr_verify_dataset")
-        pseudo, info = native_pseudo_label(text, channels, geometry, reg_channel, dilate_mm=dilate_mm, seed=seed)
+        pseudo, info = native_pseudo_label(text, channels, geometry, reg_channel, dilate_mm=dilate_mm, seed=seed,
+                                           extent=extent)
     except ValueError as exc:  # ReportReadError, unreadable image, empty image: one line naming the file
         out["error"] = str(exc).splitlines()[0]
         return out
@@ -127,7 +132,7 @@ def case_quality(case: RawCase, reg_channel: int, dilate_mm: float = 0.0, seed: 
     return out
 
 
-def _case_job(job: tuple[RawCase, int, float, int]) -> dict[str, Any]:
+def _case_job(job: tuple[RawCase, int, float, int, str]) -> dict[str, Any]:
     return case_quality(*job)
 
 
@@ -153,7 +158,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def dataset_quality(folder: str | Path, *, num_processes: int = 1, dilate_mm: float = 0.0, seed: int = DEFAULT_SEED,
-                    progress: bool = True) -> dict[str, Any]:
+                    progress: bool = True, extent: str = DEFAULT_EXTENT) -> dict[str, Any]:
     """Score the report pseudo-labels of every case with image, report and label in a raw dataset.
 
     Args:
@@ -162,15 +167,17 @@ def dataset_quality(folder: str | Path, *, num_processes: int = 1, dilate_mm: fl
         dilate_mm: grow every template mask by this distance in mm.
         seed: registration seed (same non-zero seed, same numbers; 0 means "wall clock" to SimpleITK).
         progress: show a progress bar.
+        extent: pseudo-label extent, ``whole_tumour`` or ``lesion`` (:mod:`blogrr_nnu.reports.roles`).
 
     Returns:
-        ``{"dataset": str, "registration_channel": int, "dilate_mm", "seed", "cases": [per-case dicts of
+        ``{"dataset": str, "registration_channel": int, "dilate_mm", "seed", "extent", "cases": [per-case dicts of
         :func:`case_quality`], "summary": :func:`summarize` of the cases}``.
 
     Raises:
         DatasetJsonError: dataset.json is missing or malformed.
-        ValueError: no case has image, report and label together.
+        ValueError: no case has image, report and label together, or an unknown extent.
     """
+    check_extent(extent)
     folder = Path(folder)
     dj = load_dataset_json(folder)
     reg_channel = registration_channel(dj["channel_names"])
@@ -181,7 +188,7 @@ def dataset_quality(folder: str | Path, *, num_processes: int = 1, dilate_mm: fl
                          f"(imagesTrTumor + reportsTr + labelsTrTumor, or imagesTs + reportsTs + labelsTs)")
     logger.info("scoring %d case(s), registration channel %d (%s)", len(cases), reg_channel,
                 dj["channel_names"][str(reg_channel)])
-    jobs = [(c, reg_channel, float(dilate_mm), int(seed)) for c in cases]
+    jobs = [(c, reg_channel, float(dilate_mm), int(seed), extent) for c in cases]
     bar = dict(total=len(jobs), desc="register + score", unit="case", disable=not progress)
     if num_processes > 1 and len(jobs) > 1:
         # fork where available: workers inherit the imported atlas stack instead of re-importing it
@@ -191,7 +198,7 @@ def dataset_quality(folder: str | Path, *, num_processes: int = 1, dilate_mm: fl
     else:
         rows = [_case_job(j) for j in tqdm(jobs, **bar)]
     return {"dataset": str(folder), "registration_channel": reg_channel, "dilate_mm": float(dilate_mm),
-            "seed": int(seed), "cases": rows, "summary": summarize(rows)}
+            "seed": int(seed), "extent": extent, "cases": rows, "summary": summarize(rows)}
 
 
 def format_table(result: dict[str, Any]) -> str:
