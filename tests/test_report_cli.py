@@ -207,8 +207,8 @@ def test_normal_finding_phrase_is_not_a_site(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------- extents and roles
 def test_extent_option_and_roles_in_the_json(tmp_path: Path) -> None:
-    (tmp_path / "a.txt").write_text("Glioma of the right temporal lobe. Edema is seen in the right parietal lobe. "
-                                    "Ventricular compression is noted in the right occipital lobe.", encoding="utf-8")
+    (tmp_path / "a.txt").write_text("Glioma of the right temporal lobe. Oedema affects the right parietal lobe. "
+                                    "Ventricular compression affects the right occipital lobe.", encoding="utf-8")
     outs = {}
     for extent in ("lesion", "whole_tumour"):
         out = tmp_path / extent
@@ -237,7 +237,7 @@ def small_corpus(tmp_path: Path) -> Path:
     texts = {"a": "Enhancing tumour of the right frontal lobe.",
              "b": "Glioma of the left temporal lobe.",
              "c": NO_SITE,
-             "d": "Mass in the left parietal lobe. Edema is seen in the left occipital lobe."}
+             "d": "Mass of the left parietal lobe. Oedema reaches the left occipital lobe."}
     for rid, text in texts.items():
         (d / f"{rid}.txt").write_text(text, encoding="utf-8")
     expected = {"a": [{"side": "R", "site": "frontal"}], "b": [{"side": "R", "site": "temporal"}], "c": [],

@@ -34,7 +34,7 @@ def _swap(text: str) -> str:
 
 # ------------------------------------------------------------------------------ sides after the sites
 @pytest.mark.parametrize("text, want", [
-    ("A tumour fills the temporal and occipital regions of the left cerebral hemisphere.",
+    ("A tumour fills the temporal and occipital areas of the left hemisphere.",
      {("temporal", "left"), ("occipital", "left")}),
     ("Infiltrating glioma in the frontal and parietal areas on the right side.",
      {("frontal", "right"), ("parietal", "right")}),
@@ -72,7 +72,7 @@ def test_hemisphere_alone_is_the_whole_hemisphere_and_no_side_is_no_mask():
 
 def test_lesion_located_only_by_its_hemisphere_takes_the_lobes_of_its_oedema():
     text = ("The tumour lies in the left half of the brain. Oedema spreads through the left occipital and "
-            "parietal lobes. Necrosis is seen in the left parietal lobe.")
+            "parietal lobes. Necrotic change involves the left parietal lobe.")
     assert drawn(text, "lesion") == {("occipital", "left"), ("parietal", "left")}
     assert any("located only by its hemisphere" in w for w in parse_report(text).warnings)
     # a lobe named for the lesion itself keeps the oedema out of the lesion extent
@@ -89,9 +89,9 @@ def test_lesion_with_no_location_takes_its_oedema_and_necrosis_sites():
 
 # ------------------------------------------------------------------------------ posterior fossa
 @pytest.mark.parametrize("text, want, labels", [
-    ("A cystic mass sits in the posterior fossa in the midline, effacing the fourth ventricle.",
+    ("A cystic tumour occupies the posterior fossa in the midline and effaces the fourth ventricle.",
      {("posterior_fossa", "midline")}, {17, 18}),
-    ("Solid enhancing tumour in the left aspect of the posterior fossa.", {("posterior_fossa", "left")}, {18}),
+    ("Solid enhancing tumour in the left part of the posterior fossa.", {("posterior_fossa", "left")}, {18}),
     ("Infratentorial mass on the right.", {("posterior_fossa", "right")}, {17}),
     ("Expansile glioma of the pons without enhancement.", {("brainstem", "midline")}, {19, 74, 75}),
 ])
@@ -121,7 +121,8 @@ def test_negation_after_the_site(text, want):
 @pytest.mark.parametrize("text, want, excluded", [
     ("Right cerebellar tumour which displaces the fourth ventricle and compresses the brainstem.",
      {("cerebellum", "right")}, {("fourth_ventricle", "mass_effect"), ("brainstem", "mass_effect")}),
-    ("Glioma of the left temporal lobe. Ventricular compression is seen in the left frontal and parietal lobes.",
+    ("Glioma of the left temporal lobe. Compression of the ventricles is present near the left frontal and "
+     "parietal lobes.",
      {("temporal", "left")}, {("frontal", "mass_effect"), ("parietal", "mass_effect")}),
     ("Right frontal mass, with the right lateral ventricle markedly compressed.", {("frontal", "right")},
      {("lateral_ventricle", "mass_effect")}),
@@ -168,20 +169,20 @@ def test_non_brain_findings_give_no_site_and_lend_no_side():
 
 
 def test_punctate_white_matter_foci_are_not_a_tumour_unless_a_lesion_is_named():
-    assert drawn("Scattered punctate hyperintense foci in the deep and periventricular white matter.") == set()
-    assert drawn("The lesion in the left temporal lobe contains punctate high signal.") == {("temporal", "left")}
+    assert drawn("A few punctate bright foci dot the deep and periventricular white matter.") == set()
+    assert drawn("The tumour of the left temporal lobe contains punctate high signal.") == {("temporal", "left")}
 
 
 def test_a_landmark_is_the_location_when_nothing_else_is():
-    assert drawn("Oedema is seen near the right parietal lobe.") == {("parietal", "right")}
+    assert drawn("Vasogenic oedema lies close to the right parietal lobe.") == {("parietal", "right")}
     assert drawn("Lesion adjacent to the left lateral ventricle in the left caudate.") == {("caudate", "left")}
 
 
 # ------------------------------------------------------------------------------ roles and extents
 def test_roles_of_a_report_and_the_two_extents():
-    text = ("There is an enhancing mass in the right frontal lobe. Edema is observed in the right temporal lobe. "
-            "It also reaches the right insula. Low signal in the right parietal lobe, suggesting necrosis. "
-            "Ventricular compression is noted in the right occipital lobe.")
+    text = ("An enhancing mass occupies the right frontal lobe. Edema involves the right temporal lobe. "
+            "It also reaches the right insula. Dark T1 signal within the right parietal lobe, in keeping with "
+            "necrosis. Ventricular compression affects the right occipital lobe.")
     parsed = parse_report(text)
     assert {(s.term, s.role) for s in parsed.sites} == {
         ("frontal", "lesion"), ("temporal", "oedema"), ("insula", "oedema"), ("parietal", "necrosis")}

@@ -145,7 +145,7 @@ MASS_EFFECT_BACKWARD = re.compile(r"""
       (?:compressed|effaced|displaced|distorted|dilated|enlarged|entrapped|trapped|narrowed|obliterated
         |deformed|shifted|indented|splayed|bowed|attenuated|prominent|obscured|flattened)\b
 """, _F)
-# Absolute construction: "..., with the left lateral ventricle (notably) compressed": the noun phrase between
+# Absolute construction: "..., with the right lateral ventricle (markedly) effaced": the noun phrase between
 # "with" and the participle is what is compressed (the scope is the match itself).
 MASS_EFFECT_ABSOLUTE = re.compile(r"""
     \bwith\s+(?:the\s+)?(?:[\w-]+\s+){1,5}?(?:(?:\w+ly|also|slightly|mildly|markedly)\s+)?
@@ -181,7 +181,7 @@ _NECROSIS = r"necros[ie]s|necrotic"
 _MASS_EFFECT = r"""(?:ventricular\s+|ventricle\s+)?compression|mass\s+effect|midline\s+shift|herniation|effacement
                   |hydrocephalus"""
 # A sentence whose subject is oedema / necrosis / mass effect ("Edema is ...", "The area of oedema extends ...",
-# "Ventricular compression is noted in ...") is about that component: its sites take that role.
+# "Compression of the ventricles is present near ...") is about that component: its sites take that role.
 ROLE_SUBJECT = re.compile(rf"""  # used with .match(text, sentence_start)
     \W*(?:there\s+(?:is|are)\s+)?
     (?:(?:the|a|an|some|mild|moderate|severe|marked|extensive|significant|prominent|surrounding|associated
@@ -198,7 +198,8 @@ ROLE_TERMINATOR = re.compile(r"""
     [;:] | \b(?:but|however|whereas|while|although|though|no|not|without)\b
   | \b(?:lesions?|mass(?:es)?|tumou?rs?|nodules?|gliomas?|metastas[ie]s|neoplasms?)\b
 """, _F)
-# A finding interpreted as oedema / necrosis ("low signal in the left parietal lobe, suggesting necrosis").
+# A finding interpreted as oedema / necrosis ("dark T1 signal within the right occipital lobe, in keeping
+# with necrosis").
 ROLE_INTERPRETATION = re.compile(rf"""
     \b(?:suggest\w*|indicat\w*|consistent\s+with|in\s+keeping\s+with|compatible\s+with|represent\w*|reflect\w*
       |likely|probably)
@@ -210,7 +211,7 @@ ROLE_INTERPRETATION = re.compile(rf"""
 LESION_WORD = re.compile(r"""\b(?:lesions?|mass(?:es)?|tumou?rs?|nodules?|neoplasms?|gliomas?
     |glioblastomas?|metastas[ie]s|deposits?)\b""", _F)
 FOCUS_WORD = re.compile(r"\bfoc(?:i|us)\b", re.IGNORECASE)
-# Hedged spread: "signal in the right hemisphere which may represent tumour extension across the callosum".
+# Hedged spread: "faint change in the left hemisphere that might reflect spread through the callosum".
 # Both the observed site and the spread are uncertain; a hedged diagnosis ("may represent a glioma") is not.
 HEDGE = re.compile(r"""
     \b(?:(?:may|might|could)\s+(?:also\s+|possibly\s+)?(?:represent|reflect|indicate|be|suggest|correspond\s+to)
@@ -237,7 +238,7 @@ NON_TUMOUR = re.compile(r"""
   | \bmultiple\s+sclerosis | \bage-?related | \bsiderosis | \bpost-?operative\s+changes?
 """, _F)
 # Descriptions of small-vessel-type foci; they make a sentence non-tumour only when it names no lesion at all
-# ("Periventricular white matter shows multiple punctate hyperintense signals").
+# ("scattered punctate bright foci in the deep white matter").
 NON_TUMOUR_WEAK = re.compile(r"\b(?:punctate|pinpoint|non-?specific)\b", re.IGNORECASE)
 TUMOUR_WORD = re.compile(r"""
     \btumou?r\w* | \bmass(?:es)?\b | \bneoplas\w* | \bgliom\w* | \bglioblastom\w* | \bGBM\b | \bastrocytom\w*

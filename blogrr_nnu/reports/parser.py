@@ -13,12 +13,16 @@ Rule-based, in stages (details and cue lists in ``docs/reports.md``):
    A site inside a negation / normal / mass-effect / proximity scope is excluded, except a site that
    names a known lesion ("the left frontal lesion") when the negated thing is a lesion property
    ("no enhancement"). Sentences about non-tumour findings (infarcts, sinus disease) are excluded.
+   Each remaining site gets a role (:mod:`blogrr_nnu.reports.roles`): lesion, oedema or necrosis;
+   mass-effect and hedged-spread mentions are excluded.
 5. **Sides**: a side word applies to the site right after it and across a list of sites
    ("right frontal, temporal and insular lobes"); else a side after the site ("on the left",
    "bilaterally"); else a plural noun ("the frontal lobes") means bilateral; else the side of the
    previous positive site of the sentence, or of the previous finding when the sentence refers back
    to it ("The lesion extends into the insula"); else the side that the same site has elsewhere in
-   the report; else ``unspecified`` (paired sites; the mask then uses both sides) or ``midline``.
+   the report, or the one side of the whole report; else ``unspecified`` (paired sites; the mask
+   then uses both sides) or ``midline``. Last, a lesion located only by its hemisphere (or not at
+   all) takes its oedema / necrosis sites of that side as lesion sites.
 """
 from __future__ import annotations
 
@@ -222,7 +226,7 @@ class _Parser:
 
     def resolve_report_sides(self) -> list[str]:
         """Unstated sides take the side the same site has elsewhere in the report, else the one side every
-        lateralised site of the report has ("frontal and parietal lobes ... oedema of the right hemisphere");
+        lateralised site of the report has ("temporal and occipital lobes ... oedema of the left hemisphere");
         warn on the rest."""
         warnings = []
         stated = {s.side for f in self.findings for s in f.sites if s.side in ("left", "right", "bilateral")}

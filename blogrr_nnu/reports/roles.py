@@ -5,16 +5,16 @@ compresses, and where it *may* have spread. Each site mention gets one role:
 
 * ``lesion``: the tumour itself (the default);
 * ``oedema`` / ``necrosis``: the site is named for the tumour's oedema or necrosis: the sentence is about it
-  ("Edema is observed in the left frontal lobe", "The area of oedema extends ...", a pronoun sentence right
+  ("Oedema involves the left frontal lobe", "The zone of oedema reaches ...", a pronoun sentence right
   after one: "It extends into ..."; a sentence naming no lesion whose finding is read as oedema/necrosis:
-  "low signal in the left parietal lobe, suggesting necrosis"), or the site
+  "dark T1 signal within the right occipital lobe, in keeping with necrosis"), or the site
   follows an oedema/necrosis word in a lesion sentence ("mass with oedema extending into the insula");
   "the left frontal *lesion*" in such a sentence is still the lesion;
-* ``mass_effect``: compressed or displaced, not involved ("Ventricular compression is noted in the right
+* ``mass_effect``: compressed or displaced, not involved ("Compression of the ventricles is present near the right
   frontal lobe"; also the mass-effect scopes of :mod:`cues`); the cause named after "due to" / "by" is the
   lesion;
-* ``hedged``: spread the report only offers as a possibility ("signal in the right hemisphere which may
-  represent extension across the corpus callosum"): both the site of that signal and the spread.
+* ``hedged``: spread the report only offers as a possibility ("faint change in the left hemisphere that
+  might reflect spread through the callosum"): both the site of that change and the spread.
 
 ``mass_effect`` and ``hedged`` sites are never drawn (they are listed under ``excluded`` with that reason).
 The **extent** of a pseudo-label says which of the other roles are drawn: ``lesion`` (the lesion sites) or
@@ -23,7 +23,7 @@ The **extent** of a pseudo-label says which of the other roles are drawn: ``lesi
 Two report-level rules use the roles:
 
 * a lesion located only by a hemisphere ("in the left cerebral hemisphere", "the left side of the brain")
-  or not at all ("in multiple areas of the brain") is where its oedema / necrosis are: those sites (of that
+  or not at all ("somewhere in the brain") is where its oedema / necrosis are: those sites (of that
   side) become lesion sites (:func:`promote_unlocated_lesion`);
 * a hemisphere is only drawn where no part of it is named: "right hemisphere, including the frontal and
   parietal lobes" draws two lobes, not the hemisphere; a hemisphere without any side is not drawn (it would
@@ -81,7 +81,7 @@ def sentence_role(text: str, start: int, end: int, previous: str | None) -> str:
     word = cues.ROLE_INTERPRETATION.search(sentence)
     if word and not (cues.LESION_WORD.search(sentence) or cues.FOCUS_WORD.search(sentence)
                      or cues.TUMOUR_WORD.search(sentence)):
-        return word.lastgroup  # "Low signal in the left parietal lobe, suggesting necrosis."
+        return word.lastgroup  # "Dark T1 signal within the right occipital lobe, in keeping with necrosis."
     return "lesion"
 
 
