@@ -7,6 +7,7 @@ Geometry follows ITK conventions: physical points are LPS millimetres.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,6 +146,23 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def publish_folder(tmp: str | os.PathLike, final: str | os.PathLike) -> Path:
+    """Move a fully written folder into place, replacing ``final`` if it exists.
+
+    Datasets are assembled in a hidden sibling folder and renamed at the end, so a killed run leaves
+    either the old folder or the new one, never half of one (the old one is removed only after the rename).
+    """
+    tmp, final = Path(tmp), Path(final)
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{os.getpid()}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, final)
+    return final
 
 
 def write_image(path: str | os.PathLike, array: np.ndarray, geometry: Geometry) -> Path:

@@ -19,7 +19,7 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from blogrr_nnu import paths
-from blogrr_nnu.image_io import atomic_write, write_image
+from blogrr_nnu.image_io import atomic_write, publish_folder, write_image
 from blogrr_nnu.phantom.cases import GENERATOR_VERSION, case_id, generate_case
 from blogrr_nnu.phantom.contrast import CHANNELS
 from blogrr_nnu.phantom.template import smoothing_for_spacing, template_model
@@ -140,13 +140,7 @@ def make_demo_dataset(root: str | os.PathLike | None = None, *, dataset_id: int 
         if montage:
             from blogrr_nnu.phantom.montage import write_montage
             write_montage(tmp, tmp / "montage.png", title=final.name)
-        if final.exists():
-            old = base / f".{final.name}.old-{os.getpid()}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, final)
+        publish_folder(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
