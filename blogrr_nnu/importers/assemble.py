@@ -186,6 +186,10 @@ def convert_dataset(req: ConversionRequest, progress: bool = True) -> Conversion
         blogrr_nnu.verify.DatasetVerificationError: the assembled dataset fails verification (nothing
             is left on disk; the message lists the problems).
     """
+    if req.brain_extraction:
+        from blogrr_nnu.brain_extraction import require_tool
+
+        require_tool()  # one line before any work when deepbet is missing
     tumour = brats.find_brats_cases(req.brats_dir)
     healthy = find_healthy_cases(req.healthy_dir, req.healthy_patterns, skip_incomplete=req.skip_incomplete)
     clash = sorted({c.case_id for c in tumour} & {c.case_id for c in healthy})
@@ -203,9 +207,6 @@ def convert_dataset(req: ConversionRequest, progress: bool = True) -> Conversion
         case.images = {n: case.images[n] for n in h_names}
     bet_channel = None
     if req.brain_extraction:
-        from blogrr_nnu.brain_extraction import require_tool
-
-        require_tool()  # one line before any work when deepbet is missing
         bet_channel = _bet_channel(h_names, req.bet_channel)
 
     base = paths.raw_root(req.raw)
