@@ -71,6 +71,9 @@ def sentence_role(text: str, start: int, end: int, previous: str | None) -> str:
         text: the report.
         start, end: the sentence span.
         previous: role of the previous sentence (a pronoun subject continues it).
+
+    Returns:
+        ``lesion``, ``oedema``, ``necrosis`` or ``mass_effect``.
     """
     subject = cues.ROLE_SUBJECT.match(text, start, end)
     if subject:
