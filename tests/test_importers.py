@@ -72,12 +72,13 @@ def test_patterns_presets_and_incomplete_cases(tmp_path):
     assert pattern_regex("{case}/*_{case}.nii.gz").match("s1/anat_s1.nii.gz") and \
         not pattern_regex("{case}/*_{case}.nii.gz").match("s1/anat_s2.nii.gz")
     a = np.ones((3, 3, 3), np.float32)
-    for f in ("IXI002-Guys-0828-T1", "IXI002-Guys-0828-T2", "IXI012-HH-1211-T1"):
-        _nii(tmp_path / f"{f}.nii.gz", a)
+    for f in ("IXI-T1/IXI002-Guys-0828-T1", "IXI-T2/IXI002-Guys-0828-T2", "IXI-T1/IXI012-HH-1211-T1"):
+        _nii(tmp_path / f"{f}.nii.gz", a)  # IXI's tarballs unpacked one folder per contrast
     with pytest.raises(ConversionError, match="IXI012-HH-1211-T2.nii.gz: healthy case 'IXI012-HH-1211' lacks T2"):
         find_healthy_cases(tmp_path, {"T1": "{case}-T1.nii.gz", "T2": "{case}-T2.nii.gz"})
     cases = find_healthy_cases(tmp_path, {"T1": "{case}-T1.nii.gz", "T2": "{case}-T2.nii.gz"}, skip_incomplete=True)
     assert [c.case_id for c in cases] == ["IXI002-Guys-0828"] and list(cases[0].images) == ["T1", "T2"]
+    assert cases[0].images["T2"] == tmp_path / "IXI-T2" / "IXI002-Guys-0828-T2.nii.gz"
 
 
 def test_healthy_channels_resampled_onto_the_first_grid(tmp_path):

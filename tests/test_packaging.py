@@ -29,7 +29,7 @@ def wheel(tmp_path_factory) -> Path:
 def test_wheel_contents(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for pkg in ("blogrr_nnu", "blogrr_nnu/planners", "blogrr_nnu/trainers", "blogrr_nnu/inference",
-                "blogrr_nnu/commands", "blogrr_nnu/phantom", "blogrr_nnu/reports"):
+                "blogrr_nnu/commands", "blogrr_nnu/phantom", "blogrr_nnu/reports", "blogrr_nnu/importers"):
         assert f"{pkg}/__init__.py" in names, f"{pkg} missing from the wheel"
     # The role folders must not leak out as top-level packages ("inference" is taken on PyPI).
     assert not any(n.split("/")[0] in ("planners", "trainers", "inference") for n in names)
@@ -41,6 +41,7 @@ def test_wheel_contents(wheel):
     assert "blogrr_make_demo_dataset = blogrr_nnu.commands.make_demo_dataset:main" in scripts
     assert "blogrr_verify_dataset = blogrr_nnu.commands.verify_dataset:main" in scripts
     assert "blogrr_benchmark = blogrr_nnu.commands.benchmark:main" in scripts
+    assert "blogrr_convert_brats = blogrr_nnu.commands.convert_brats:main" in scripts
 
 
 def test_wheel_installs_and_imports_in_fresh_venv(wheel, tmp_path):

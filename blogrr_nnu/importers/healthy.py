@@ -1,7 +1,8 @@
 """Healthy scans in their own naming: channels found by file-name patterns, optional resampling and brain extraction.
 
-A pattern is a path below the healthy folder with ``{case}`` where the case id stands and ``*`` for
-any characters within one name, e.g. ``T1={case}-T1.nii.gz`` (IXI: ``IXI002-Guys-0828-T1.nii.gz``) or
+A pattern has ``{case}`` where the case id stands and ``*`` for any characters within one name. A
+pattern without ``/`` is matched against file names at any depth, e.g. ``T1={case}-T1.nii.gz`` (IXI:
+``IXI-T1/IXI002-Guys-0828-T1.nii.gz``); one with ``/`` against the path below the healthy folder, e.g.
 ``T1={case}/T1w/T1w_acpc_dc_restore_brain.nii.gz`` (HCP). :data:`PRESETS` holds these two.
 """
 from __future__ import annotations
@@ -69,7 +70,7 @@ def find_healthy_cases(folder: Path, patterns: dict[str, str], *, skip_incomplet
     for f in sorted(p for p in folder.rglob("*") if p.is_file()):
         rel = f.relative_to(folder).as_posix()
         for name, rx in regexes.items():
-            m = rx.match(rel)
+            m = rx.match(rel if "/" in patterns[name] else f.name)
             if m:
                 cases.setdefault(m["case"], SourceCase(m["case"], naming="pattern")).images.setdefault(name, f)
     if not cases:
@@ -80,7 +81,8 @@ def find_healthy_cases(folder: Path, patterns: dict[str, str], *, skip_incomplet
         case = cases[cid]
         missing = [n for n in patterns if n not in case.images]
         if missing:
-            where = folder / patterns[missing[0]].replace("{case}", cid)
+            where = next(iter(case.images.values())).parent / Path(patterns[missing[0]].replace("{case}", cid)).name \
+                if "/" not in patterns[missing[0]] else folder / patterns[missing[0]].replace("{case}", cid)
             if not skip_incomplete:
                 raise ConversionError(f"{where}: healthy case {cid!r} lacks {', '.join(missing)}; add it, or pass "
                                       "--skip_incomplete to leave such cases out")
