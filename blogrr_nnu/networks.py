@@ -1,10 +1,16 @@
-"""Networks: the reconstruction U-Net from the plans and the threshold network.
+"""Networks: the reconstruction U-Net from the plans and the two threshold networks.
 
 The reconstruction network is nnU-Net's (dynamic-network-architectures ``PlainConvUNet`` from the
-plans) with as many output channels as input channels and no deep supervision. The threshold network
-is a compact residual CNN (ResNet-18-like: residual basic blocks, stride-2 stages, global average
-pooling, linear head) in 2D or 3D, written here because the reference's torchvision ResNet-18 is 2D
-only and torchvision cannot be imported beside the CPU torch build.
+plans) with as many output channels as input channels and no deep supervision. Threshold networks
+(``THRESHOLD_MODELS``):
+
+- ``"stats"`` (default), :class:`MapStatsThresholdNet`: log tau from a few log quantiles of the case's
+  anomaly map (:mod:`blogrr_nnu.tau`). It sees the map's *level*, which is what sets a case's best
+  threshold, and with four parameters it can be fitted to ~20 cases without overfitting.
+- ``"reference"``, :class:`ThresholdNet`: the reference's design, a compact residual CNN (ResNet-18-like:
+  residual basic blocks, stride-2 stages, global average pooling, linear head, sigmoid) in 2D or 3D, written
+  here because the reference's torchvision ResNet-18 is 2D only and torchvision cannot be imported beside the
+  CPU torch build.
 """
 from __future__ import annotations
 
@@ -86,15 +92,67 @@ class ThresholdNet(nn.Module):
         return self.tau_max * torch.sigmoid(self.head(z)[:, 0])
 
 
-def build_threshold_network(blogrr: dict, num_channels: int, dim: int, threshold_input: str) -> ThresholdNet:
+class MapStatsThresholdNet(nn.Module):
+    """Map statistics -> one threshold per case: ``log tau = head((f - mean) / scale)``.
+
+    ``f`` are log in-brain quantiles of the anomaly map (:func:`blogrr_nnu.tau.map_features`). Working on a
+    log scale makes the model multiplicative: maps that are uniformly 20 % weaker (a better reconstruction)
+    shift every feature by the same amount and tau follows. ``mean`` and ``scale`` are buffers set from the
+    training cases before each fit (so they are saved and restored with the weights); no per-sample
+    normalisation, which would erase exactly the level that sets tau.
+
+    Args:
+        num_features: length of ``f``.
+        hidden: width of one hidden layer (0 = linear, the default: more parameters overfit ~20 cases).
+
+    Example:
+        >>> net = MapStatsThresholdNet(3)
+        >>> net(torch.zeros(2, 3)).shape
+        torch.Size([2])
+    """
+
+    def __init__(self, num_features: int, hidden: int = 0):
+        super().__init__()
+        if num_features < 1 or hidden < 0:
+            raise ValueError(f"need num_features >= 1 and hidden >= 0, got {num_features}, {hidden}")
+        self.head = (nn.Linear(num_features, 1) if hidden == 0 else
+                     nn.Sequential(nn.Linear(num_features, hidden), nn.SiLU(), nn.Linear(hidden, 1)))
+        self.register_buffer("feature_mean", torch.zeros(num_features))
+        self.register_buffer("feature_scale", torch.ones(num_features))
+
+    @torch.no_grad()
+    def set_normalisation(self, features: torch.Tensor) -> None:
+        """Centre and scale inputs by the mean / std of ``features`` ``(N, F)`` (std 1 when N < 2)."""
+        self.feature_mean.copy_(features.mean(0))
+        sd = features.std(0) if features.shape[0] > 1 else torch.ones_like(self.feature_scale)
+        self.feature_scale.copy_(sd.clamp_min(1e-3))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """``(B, F)`` -> ``(B,)`` thresholds (> 0)."""
+        z = (features - self.feature_mean) / self.feature_scale
+        return torch.exp(self.head(z)[:, 0])
+
+
+THRESHOLD_MODELS = ("stats", "reference")
+
+
+def build_threshold_network(blogrr: dict, num_channels: int, dim: int, threshold_input: str,
+                            model: str = "reference") -> nn.Module:
     """The threshold network of a configuration (plans' ``blogrr`` block), as trainer and predictor build it.
 
     Args:
         blogrr: the configuration's ``blogrr`` block.
         num_channels: image channels.
         dim: 2 or 3.
-        threshold_input: ``"image"`` or ``"image+anomaly"`` (one more input channel).
+        threshold_input: ``"image"`` or ``"image+anomaly"`` (one more input channel; reference model only).
+        model: ``"stats"`` (:class:`MapStatsThresholdNet`) or ``"reference"`` (:class:`ThresholdNet`).
     """
+    if model not in THRESHOLD_MODELS:
+        raise ValueError(f"threshold model must be one of {', '.join(THRESHOLD_MODELS)}, got {model!r}")
+    if model == "stats":
+        from blogrr_nnu.tau import FEATURE_QUANTILES
+
+        return MapStatsThresholdNet(len(FEATURE_QUANTILES))
     if threshold_input not in ("image", "image+anomaly"):
         raise ValueError(f"threshold_input must be 'image' or 'image+anomaly', got {threshold_input!r}")
     t_in = num_channels + (1 if threshold_input == "image+anomaly" else 0)

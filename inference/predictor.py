@@ -39,7 +39,8 @@ from blogrr_nnu.planners.api import spacing_xyz
 from blogrr_nnu.planners.fingerprint import registration_channel
 from blogrr_nnu.planners.preprocessing import prepare_case
 from blogrr_nnu.registration import register_to_template
-from blogrr_nnu.trainers.cases import WholeCase, anomaly_from_reconstruction, slice_mean_tau, threshold_input
+from blogrr_nnu.threshold_modes import ThresholdMode
+from blogrr_nnu.trainers.cases import WholeCase, anomaly_from_reconstruction
 from blogrr_nnu.trainers.checkpoint import load_checkpoint
 from blogrr_nnu.trainers.supervised import load_stock_checkpoint
 
@@ -127,6 +128,8 @@ class BlogrrPredictor(nnUNetPredictor):
         self.whole_case_max_factor = 2.0
         self.threshold_input = "image+anomaly"
         self.threshold_per_case = True
+        self.threshold_model = "stats"
+        self.threshold_mode: ThresholdMode | None = None
         self.method = "blogrr"
         self.configuration_name = ""
         self.used_folds: list[str] = []
@@ -169,9 +172,9 @@ class BlogrrPredictor(nnUNetPredictor):
                 raise ModelFolderError(f"{path}: not found; train fold {f} first or leave it out of -f")
             checkpoints.append(load_stock_checkpoint(path) if trainer_name.startswith("nnUNetTrainer")
                                else load_checkpoint(path, "cpu"))
-        inputs = {c.get("threshold_input", "image+anomaly") for c in checkpoints}
+        inputs = {(c.get("threshold_model", "reference"), c.get("threshold_input", "image+anomaly")) for c in checkpoints}
         if len(inputs) > 1:
-            raise ModelFolderError(f"{folder}: folds were trained with different threshold inputs {sorted(inputs)}")
+            raise ModelFolderError(f"{folder}: folds were trained with different threshold networks {sorted(inputs)}")
         self.checkpoint_name = checkpoint_name
         self.model_files = [folder / f"fold_{f}" / checkpoint_name for f in use_folds]
         self.used_folds = [str(f) for f in use_folds]
@@ -209,9 +212,13 @@ class BlogrrPredictor(nnUNetPredictor):
                                    "before the first upper loop); give a threshold with --threshold VALUE")
         self.threshold_input = checkpoints[0].get("threshold_input", "image+anomaly")
         self.threshold_per_case = bool(checkpoints[0].get("threshold_per_case", dim == 3))
+        self.threshold_model = checkpoints[0].get("threshold_model", "reference")  # older checkpoints: the CNN
+        self.threshold_mode = ThresholdMode.create(self.threshold_model, dim, cm.configuration["blogrr"],
+                                                   threshold_input=self.threshold_input,
+                                                   per_case_2d=self.threshold_per_case)
         if self.fixed_threshold is None:
-            self.threshold_network = build_threshold_network(cm.configuration["blogrr"], n_ch, dim,
-                                                             self.threshold_input).to(self.device).eval()
+            self.threshold_network = build_threshold_network(cm.configuration["blogrr"], n_ch, dim, self.threshold_input,
+                                                             self.threshold_model).to(self.device).eval()
         axes = tuple(checkpoints[0].get("inference_allowed_mirroring_axes") or ())
         self.manual_initialization(network.to(self.device).eval(), pm, cm, checkpoints, dataset_json, trainer_name, axes)
 
@@ -300,8 +307,7 @@ class BlogrrPredictor(nnUNetPredictor):
                                               self.plans_manager.transpose_forward)
         case = WholeCase("input", torch.from_numpy(image), torch.from_numpy(brain[None] > 0),
                          torch.zeros((1, *brain.shape)), None, {})
-        t_slices = len(self.configuration_manager.patch_size) == 2  # T sees slices (2D configurations)
-        per_slice = t_slices and not self.threshold_per_case
+        per_slice = self.threshold_mode is not None and self.threshold_mode.per_slice
         k = float(self.blogrr["sigmoid_steepness"])
         soft_sum = torch.zeros((1, *brain.shape))
         amap_sum = torch.zeros((1, *brain.shape))
@@ -323,8 +329,8 @@ class BlogrrPredictor(nnUNetPredictor):
                 soft_sum += amap
             else:
                 amap = anomaly_from_reconstruction(case, out, self.blogrr)
-                tau = self._tau(case, amap, t_slices, per_slice)
-                shaped = tau.view(1, -1, 1, 1) if per_slice else tau.view(1, 1, 1, 1)
+                tau = self._tau(case, amap, per_slice)
+                shaped = tau.view(1, -1, 1, 1) if per_slice else tau.reshape(1, 1, 1, 1)
                 soft_sum += torch.sigmoid(k * (amap - shaped)) * case.brain
             amap_sum += amap
             taus.append(tau.tolist())
@@ -345,7 +351,8 @@ class BlogrrPredictor(nnUNetPredictor):
                                  if self.method in SEGMENTATION_METHODS
                                  else "GMM components atypical for healthy brains (no network)" if self.method == "gmm"
                                  else "fixed" if self.fixed_threshold is not None
-                                 else f"threshold network ({self.threshold_input})"),
+                                 else f"threshold network ({self.threshold_model}"
+                                      + (f", {self.threshold_input})" if self.threshold_model == "reference" else ")")),
             "voxels": int(mask.sum()),
             "volume_ml": float(mask.sum() * voxel_ml),
             "components_removed": removed,
@@ -361,14 +368,11 @@ class BlogrrPredictor(nnUNetPredictor):
             info["tau_per_slice_range"] = [float(np.min(taus)), float(np.max(taus))]
         return CasePrediction(mask, amap_native.astype(np.float32), geometry, tau_mean, info)
 
-    def _tau(self, case: WholeCase, amap: torch.Tensor, t_slices: bool, per_slice: bool) -> torch.Tensor:
+    def _tau(self, case: WholeCase, amap: torch.Tensor, per_slice: bool) -> torch.Tensor:
         """``(1,)`` per case or ``(Z,)`` per slice, on the CPU."""
         if self.fixed_threshold is not None:
             return torch.full((amap.shape[1] if per_slice else 1,), float(self.fixed_threshold))
-        x = threshold_input(case.data, amap if self.threshold_input == "image+anomaly" else None,
-                            self.blogrr["threshold_net"]["input_size"], t_slices)
-        tau = self.threshold_network(x.to(self.device)).float().cpu()
-        return tau if per_slice or not t_slices else slice_mean_tau(tau, case.brain)
+        return self.threshold_mode.case_tau(self.threshold_network, case.data, case.brain, amap, self.device)
 
     def remove_small_components(self, mask: np.ndarray, spacing) -> tuple[np.ndarray, int]:
         """Drop 26-connected components smaller than ``min_component_ml``; returns ``(mask, number removed)``."""

@@ -57,8 +57,10 @@ def test_reconstruction_error_on_held_out_healthy_drops(env):
     assert len(tr.progress["epoch"]) == 3
 
 
-def test_threshold_moves_toward_the_dice_optimal_value(env):
-    tr = _trainer()
+def test_reference_threshold_moves_toward_the_dice_optimal_value(env):
+    from blogrr_nnu.trainers.upper_loop import CachedCase
+
+    tr = _trainer(threshold_model="reference", threshold_input="image+anomaly")
     tr.on_train_start()
     tr.threshold_lr_factor = 10.0
     for g in tr.threshold_optimizer.param_groups:
@@ -71,7 +73,7 @@ def test_threshold_moves_toward_the_dice_optimal_value(env):
     target = (ramp > 0.3 * tau_max).float()
     brain = torch.ones_like(ramp)
     inp = torch.cat([torch.zeros(tr.num_input_channels, *size), ramp], 0)
-    tr._upper_cache = lambda: [(inp[None][0:1], ramp[None], target[None], brain[None])] * 4
+    tr.upper_loop.cache = lambda: [CachedCase(inp[None], ramp[None], target[None], brain[None])] * 4
     # start far below the optimum
     tr.tau_initialised = True
     with torch.no_grad():
@@ -167,20 +169,20 @@ def test_ddp_two_cpu_processes_hold_identical_weights(pre_root, tmp_path):
 
 
 def test_2d_threshold_per_slice_and_per_case(env):
-    from blogrr_nnu.trainers.cases import slice_mean_tau
+    from blogrr_nnu.threshold_modes import slice_mean_tau
 
     for per_case in (False, True):
         tr = build_trainer(DATASET, 0, "2d_cpu", device="cpu", epochs=2, iters=3, upper_iters=2,
-                           threshold_per_case=per_case)
+                           threshold_per_case=per_case, threshold_model="reference")
         assert type(tr).__name__.endswith("PerCaseT") == per_case
         tr.run_training()
         case = tr.tumor_val[0]
-        amap = tr._anomaly(case)[1]
+        amap = tr.anomaly(case)[1]
         tau = tr.case_tau(case, amap)
         n_slices = case.data.shape[1]
         assert tau.shape == ((1,) if per_case else (n_slices,))
         with torch.no_grad():
-            slices = tr.threshold_network.eval()(tr._t_input(case, amap))
+            slices = tr.threshold_network.eval()(tr.threshold_mode.inputs(case.data, case.brain, amap))
         expected = slice_mean_tau(slices, case.brain) if per_case else slices
         torch.testing.assert_close(tau, expected)
         ckpt = load_checkpoint(os.path.join(tr.output_folder, "checkpoint_final.pth"))
@@ -191,3 +193,5 @@ def test_2d_threshold_per_slice_and_per_case(env):
     assert float(slice_mean_tau(torch.tensor([9.0, 1.0, 3.0, 9.0]), brain)) == pytest.approx(2.0)
     with pytest.raises(ValueError, match="2D configurations"):
         build_trainer(DATASET, 0, CONFIG, device="cpu", threshold_per_case=True)
+    with pytest.raises(ValueError, match="reference threshold model"):
+        build_trainer(DATASET, 0, "2d_cpu", device="cpu", threshold_per_case=True)

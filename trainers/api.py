@@ -11,6 +11,7 @@ import torch
 from blogrr_nnu.image_io import atomic_write
 from blogrr_nnu.paths import preprocessed_root, resolve_dataset
 from blogrr_nnu.planners.api import load_plans
+from blogrr_nnu.networks import THRESHOLD_MODELS
 from blogrr_nnu.trainers.blogrr_trainer import BlogrrTrainer, DAETrainer, THRESHOLD_INPUTS
 from blogrr_nnu.trainers.cgc_trainer import CGCTrainer
 
@@ -25,9 +26,11 @@ def default_configuration(device: torch.device) -> str:
 
 
 def variant_class(cls: type, threshold_input: str | None = None, pseudo_label: str | None = None,
-                  threshold_per_case: bool = False) -> type:
+                  threshold_per_case: bool = False, threshold_model: str | None = None) -> type:
     """The trainer class for a variant; each variant gets its own class name, hence its own run folder.
 
+    ``threshold_model="reference"`` -> ``...ReferenceT`` (the reference's CNN threshold network, which then sees
+    the image only, as in the reference, unless ``threshold_input`` says otherwise);
     ``threshold_input="image"`` -> ``...ImageOnlyT``; ``pseudo_label="gmm"`` / ``"fused"`` -> ``...GMMTarget`` /
     ``...FusedTarget`` (the upper loop's target; ``"report"`` is the default); ``threshold_per_case`` (2D
     configurations) -> ``...PerCaseT``.
@@ -35,6 +38,11 @@ def variant_class(cls: type, threshold_input: str | None = None, pseudo_label: s
     from blogrr_nnu.pseudo_labels import SOURCES
 
     attrs, name = {}, cls.__name__
+    if threshold_model is not None and threshold_model != getattr(cls, "threshold_model", threshold_model):
+        attrs["threshold_model"] = threshold_model
+        name += "ReferenceT" if threshold_model == "reference" else "StatsT"
+        if threshold_model == "reference" and threshold_input is None:
+            attrs["threshold_input"] = "image"
     if threshold_input is not None and threshold_input != cls.threshold_input:
         attrs["threshold_input"] = threshold_input
         name += "ImageOnlyT" if threshold_input == "image" else "ImageAnomalyT"
@@ -52,7 +60,7 @@ def variant_class(cls: type, threshold_input: str | None = None, pseudo_label: s
 
 def build_trainer(dataset: str | int, fold: int | str, configuration: str | None = None, *, trainer: str = "blogrr",
                   device: str = "cpu", threshold_input: str | None = None, pseudo_label: str | None = None,
-                  threshold_per_case: bool = False, epochs: int | None = None,
+                  threshold_per_case: bool = False, threshold_model: str | None = None, epochs: int | None = None,
                   iters: int | None = None, upper_iters: int | None = None,
                   preprocessed: str | None = None) -> BlogrrTrainer:
     """Instantiate a trainer for a preprocessed dataset, with overrides applied.
@@ -64,6 +72,10 @@ def build_trainer(dataset: str | int, fold: int | str, configuration: str | None
         raise ValueError(f"unknown trainer {trainer!r}; choose one of {', '.join(TRAINERS)}")
     if threshold_input is not None and threshold_input not in THRESHOLD_INPUTS:
         raise ValueError(f"threshold_input must be one of {THRESHOLD_INPUTS}")
+    if threshold_model is not None and threshold_model not in THRESHOLD_MODELS:
+        raise ValueError(f"threshold_model must be one of {', '.join(THRESHOLD_MODELS)}, got {threshold_model!r}")
+    if trainer != "blogrr" and (threshold_model or threshold_input):
+        raise ValueError(f"--threshold_model / --threshold_input apply to the blogrr trainer, not {trainer!r}")
     dev = torch.device(device)
     if preprocessed:
         os.environ["BLOGRR_preprocessed"] = str(Path(preprocessed).resolve())
@@ -84,7 +96,13 @@ def build_trainer(dataset: str | int, fold: int | str, configuration: str | None
     if threshold_per_case and len(plans["configurations"][configuration]["patch_size"]) != 2:
         raise ValueError(f"--threshold_per_case applies to 2D configurations; {configuration} is 3D and always "
                          "learns one threshold per case")
-    cls = variant_class(TRAINERS[trainer], threshold_input, pseudo_label, threshold_per_case)
+    if threshold_per_case and (threshold_model or TRAINERS[trainer].threshold_model) != "reference":
+        raise ValueError("--threshold_per_case applies to the reference threshold model (--threshold_model reference); "
+                         "the default stats model always gives one threshold per case")
+    if threshold_input is not None and (threshold_model or TRAINERS[trainer].threshold_model) != "reference":
+        raise ValueError("--threshold_input applies to the reference threshold model (--threshold_model reference); "
+                         "the default stats model sees the anomaly map's statistics")
+    cls = variant_class(TRAINERS[trainer], threshold_input, pseudo_label, threshold_per_case, threshold_model)
     tr = cls(plans, configuration, fold, dataset_json, dev)
     if epochs is not None:
         tr.num_epochs = int(epochs)
@@ -102,7 +120,8 @@ def write_run_config(tr: BlogrrTrainer, overrides: dict) -> Path:
            "device": str(tr.device), "num_epochs": tr.num_epochs, "num_iterations_per_epoch": tr.num_iterations_per_epoch,
            "num_upper_iterations_per_epoch": tr.num_upper_iterations_per_epoch, "initial_lr": tr.initial_lr,
            "threshold_lr_factor": tr.threshold_lr_factor, "weight_decay": tr.weight_decay,
-           "threshold_input": tr.threshold_input, "upper_loop_target": tr.upper_loop_target,
+           "threshold_model": tr.threshold_model, "threshold_input": tr.threshold_input,
+           "upper_loop_target": tr.upper_loop_target,
            "batch_size": tr.configuration_manager.batch_size, "patch_size": list(tr.configuration_manager.patch_size),
            "overrides": {k: v for k, v in overrides.items() if v is not None},
            "plans_configuration": tr.configuration_manager.configuration}
@@ -125,7 +144,7 @@ def run(dataset, fold, configuration=None, *, continue_training=False, validatio
     tr = build_trainer(dataset, fold, configuration, **kw)
     if tr.local_rank == 0:
         write_run_config(tr, {k: kw.get(k) for k in ("epochs", "iters", "upper_iters", "device", "threshold_input",
-                                                       "pseudo_label")})
+                                                       "pseudo_label", "threshold_model")})
     if continue_training or validation_only:
         which = resume(tr)
         if validation_only and which is None:

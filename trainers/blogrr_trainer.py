@@ -3,12 +3,14 @@
 Every outer epoch:
 
 1. **lower loop** (R updated, T frozen): healthy patches from nnU-Net's data loader, coarse noise
-   inside the brain, loss = MSE(R(x + noise), x) + w * error-tolerance(A, tau). tau comes from the
-   frozen T per healthy case (3D) or per slice (2D); in the first epoch there is no tau yet, which
-   is the reference's "tau = minus infinity" (every error counts).
-2. **upper loop** (T updated, R frozen): the anomaly map of every tumour training case is computed
-   once with the frozen R and reused for all steps; loss = 1 - soft Dice(sigmoid(k (A - tau)), P)
-   with P the case's pseudo-label (report regions by default).
+   inside the brain, loss = MSE(R(x + noise), x) + w * error-tolerance(A, tau). tau is T's per healthy
+   case (refreshed at the end of each upper loop, :func:`~blogrr_nnu.trainers.upper_loop.refresh_healthy_taus`)
+   or per slice (2D reference model, on the fly); in the first epoch there is no tau yet, which is the
+   reference's "tau = minus infinity" (every error counts).
+2. **upper loop** (T updated, R frozen; :mod:`blogrr_nnu.trainers.upper_loop`): the anomaly map of every
+   tumour training case is computed once with the frozen R; the default map-statistics T is fitted to each
+   case's target threshold read off its pseudo-label (the report's stated size by default), the reference
+   T by soft Dice against the pseudo-label.
 3. **validation** on the held-out fold: healthy reconstruction error and fraction of brain flagged,
    Dice against the pseudo-label (chooses the best checkpoint) and against ground truth where it
    exists (reported, never used).
@@ -41,12 +43,14 @@ from tqdm import tqdm
 from blogrr_nnu import __version__
 from blogrr_nnu import anomaly as A
 from blogrr_nnu.image_io import atomic_write
-from blogrr_nnu.networks import build_reconstruction_network, build_threshold_network
+from blogrr_nnu.networks import THRESHOLD_MODELS, build_reconstruction_network, build_threshold_network
 from blogrr_nnu.paths import environment, preprocessed_root, results_root
+from blogrr_nnu.threshold_modes import ThresholdMode
 from blogrr_nnu.trainers import progress as prog
-from blogrr_nnu.trainers.cases import case_anomaly_map, load_whole_case, resize_mask, slice_mean_tau, threshold_input
+from blogrr_nnu.trainers.cases import case_anomaly_map, load_whole_case
 from blogrr_nnu.trainers.checkpoint import load_checkpoint, save_checkpoint
 from blogrr_nnu.trainers.splits import case_roles, fold_keys, load_or_create_splits
+from blogrr_nnu.trainers.upper_loop import UPPER_LOOPS, refresh_healthy_taus, unwrap
 
 THRESHOLD_INPUTS = ("image", "image+anomaly")
 
@@ -64,8 +68,7 @@ def default_schedule(blogrr: dict) -> tuple[int, int]:
     return (12, 30) if blogrr["device_class"] == "cpu" else (100, 250)
 
 
-def _unwrap(module):
-    return module.module if isinstance(module, DDP) else module
+_unwrap = unwrap
 
 
 class BlogrrTrainer(nnUNetTrainer):
@@ -76,13 +79,16 @@ class BlogrrTrainer(nnUNetTrainer):
     ``BLOGRR_results`` (see :mod:`blogrr_nnu.paths`). Class attributes choose the variant:
 
     Attributes:
-        threshold_input: ``"image+anomaly"`` (T sees the image and R's anomaly map) or ``"image"``.
+        threshold_model: ``"stats"`` (default: T sees the anomaly map's quantiles and is fitted to per-case
+            target thresholds) or ``"reference"`` (the reference's CNN on the image, soft Dice).
+        threshold_input: reference model: ``"image+anomaly"`` (T sees the image and R's anomaly map) or ``"image"``.
         upper_loop_target: seg channel used as pseudo-label P (``"pseudo_report"``).
         threshold_per_case_2d: 2D configurations: one tau per case (T's per-slice outputs averaged over the
             brain slices, trained against the whole case) instead of one per slice (the reference).
         train_threshold: False gives the DAE-only baseline (see :class:`DAETrainer`).
     """
 
+    threshold_model = "stats"
     threshold_input = "image+anomaly"
     upper_loop_target = "pseudo_report"
     threshold_per_case_2d = False
@@ -105,11 +111,16 @@ class BlogrrTrainer(nnUNetTrainer):
         self.blogrr = self.configuration_manager.configuration["blogrr"]
         self.strides = self.configuration_manager.configuration["architecture"]["arch_kwargs"]["strides"]
         self.dim = len(self.configuration_manager.patch_size)
-        self.t_slices = self.dim == 2  # T sees axial slices (2D configurations)
-        self.per_slice = self.t_slices and not self.threshold_per_case_2d  # one tau per slice
+        if self.threshold_model not in THRESHOLD_MODELS:
+            raise ValueError(f"threshold_model must be one of {', '.join(THRESHOLD_MODELS)}, got {self.threshold_model!r}")
+        self.threshold_mode = ThresholdMode.create(self.threshold_model, self.dim, self.blogrr,
+                                                   threshold_input=self.threshold_input,
+                                                   per_case_2d=self.threshold_per_case_2d)
+        self.t_slices, self.per_slice = self.threshold_mode.t_slices, self.threshold_mode.per_slice
+        self.upper_loop = UPPER_LOOPS[self.threshold_model](self)
         cpu = self.blogrr["device_class"] == "cpu"
         self.num_epochs, self.num_iterations_per_epoch = default_schedule(self.blogrr)
-        self.num_upper_iterations_per_epoch = 10 if cpu else 50
+        self.num_upper_iterations_per_epoch = self.upper_loop.default_iterations[0 if cpu else 1]
         self.upper_batch_size = 4 if self.dim == 3 else 32
         # Reference: Adam (amsgrad), lr 1e-4, weight decay 1e-5, T at 0.1x. On CPU there are ~20x fewer
         # steps, so R starts 10x higher (measured: at 1e-4 R still copies noise after 300 steps).
@@ -122,6 +133,7 @@ class BlogrrTrainer(nnUNetTrainer):
         self.progress = prog.new_progress()
         self.best_pseudo_dice = -math.inf
         self.tau_initialised = False
+        self.healthy_taus: dict[str, float] = {}  # T's tau of healthy training cases (lower loop)
         self.keys: dict[str, list[str]] = {}
         self.save_every = 1
 
@@ -134,12 +146,11 @@ class BlogrrTrainer(nnUNetTrainer):
         self.num_input_channels = n_ch
         torch.manual_seed(self.seed)  # same initial weights on every rank and every run
         self.network = build_reconstruction_network(self.configuration_manager.configuration, n_ch).to(self.device)
-        self.threshold_network = build_threshold_network(self.blogrr, n_ch, self.dim, self.threshold_input).to(self.device)
+        self.threshold_network = build_threshold_network(self.blogrr, n_ch, self.dim, self.threshold_input,
+                                                         self.threshold_model).to(self.device)
         self.optimizer = torch.optim.Adam(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay,
                                           amsgrad=True)
-        self.threshold_optimizer = torch.optim.Adam(self.threshold_network.parameters(),
-                                                    self.initial_lr * self.threshold_lr_factor,
-                                                    weight_decay=self.weight_decay, amsgrad=True)
+        self.threshold_optimizer = self.upper_loop.optimizer(self.threshold_network)
         self.lr_scheduler = None  # constant learning rates, as the reference
         if self.is_ddp:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -147,7 +158,8 @@ class BlogrrTrainer(nnUNetTrainer):
             # must be told, or it silently skips the gradient bucket that holds them (measured: ranks
             # diverged after one step).
             self.network = DDP(self.network, device_ids=ids, find_unused_parameters=True)
-            self.threshold_network = DDP(self.threshold_network, device_ids=ids)
+            if self.threshold_model == "reference":  # the stats fit is full-batch: every rank computes the same step
+                self.threshold_network = DDP(self.threshold_network, device_ids=ids)
         self.dataset_class = nnUNetDatasetBlosc2
         self.inference_allowed_mirroring_axes = (1,) if self.dim == 3 else (0,)  # left-right only
         self.was_initialized = True
@@ -213,7 +225,7 @@ class BlogrrTrainer(nnUNetTrainer):
             atomic_write(base / name, lambda tmp, obj=obj: Path(tmp).write_text(json.dumps(obj, indent=1)))
 
     # -- randomness --------------------------------------------------------------------------------
-    def _seed(self, epoch: int, part: int) -> np.random.Generator:
+    def seed_part(self, epoch: int, part: int) -> np.random.Generator:
         """Seed numpy, torch and the noise generator for one part of one epoch; returns a numpy RNG."""
         state = np.random.SeedSequence([self.seed, epoch, part, self.local_rank]).generate_state(2)
         np.random.seed(int(state[0]))
@@ -221,43 +233,33 @@ class BlogrrTrainer(nnUNetTrainer):
         self.noise_generator = torch.Generator().manual_seed(int(state[1]))
         return np.random.default_rng(int(state[0]))
 
-    # -- the threshold network on whole cases ------------------------------------------------------
-    def _anomaly(self, case):
+    # -- whole cases ----------------------------------------------------------------------------------
+    def load_case(self, case_id: str):
+        """A whole preprocessed case of this configuration (with the upper loop's target channel)."""
+        return load_whole_case(Path(self.preprocessed_dataset_folder), case_id, self.upper_loop_target)
+
+    def anomaly(self, case):
+        """``(reconstruction (C, *S), anomaly map (1, *S))`` of a whole case with the current R."""
         return case_anomaly_map(_unwrap(self.network), case, self.configuration_manager.patch_size, self.blogrr,
                                 self.device, self.tile_step_size, strides=self.strides)
 
-    def _t_input(self, case, amap) -> torch.Tensor:
-        size = self.blogrr["threshold_net"]["input_size"]
-        return threshold_input(case.data, amap if self.threshold_input == "image+anomaly" else None, size,
-                               self.t_slices)
-
-    @torch.no_grad()
     def case_tau(self, case, amap) -> torch.Tensor:
         """tau of a whole case: ``(1,)`` (3D, 2D per case) or ``(Z,)`` per slice (2D), on the CPU."""
         t = _unwrap(self.threshold_network)
         was = t.training
         t.eval()
-        tau = t(self._t_input(case, amap).to(self.device)).cpu()
+        tau = self.threshold_mode.case_tau(t, case.data, case.brain, amap, self.device)
         t.train(was)
-        if self.t_slices and not self.per_slice:
-            tau = slice_mean_tau(tau, case.brain)
         return tau
 
     # -- lower loop ----------------------------------------------------------------------------------
-    def _healthy_taus(self) -> dict[str, float] | None:
-        """tau of every healthy training case with the frozen T (3D; 2D computes tau per slice on the fly)."""
-        if not self.tau_initialised or not self.train_threshold or self.per_slice:
-            return None
-        _unwrap(self.network).eval()
-        taus = {}
-        for k in self.keys["healthy_train"]:
-            case = load_whole_case(Path(self.preprocessed_dataset_folder), k, self.upper_loop_target)
-            taus[k] = float(self.case_tau(case, self._anomaly(case)[1])[0])
-        return taus
-
     def run_lower_loop(self, epoch: int) -> dict:
-        taus = self._healthy_taus()
-        self._seed(epoch, 0)
+        """One lower loop: R on healthy patches (MSE + error tolerance at T's taus), T frozen; mean losses."""
+        use_tau = self.tau_initialised and self.train_threshold
+        if use_tau and not self.per_slice and not self.healthy_taus:  # resumed from a checkpoint without them
+            refresh_healthy_taus(self, epoch)
+        taus = self.healthy_taus if use_tau and not self.per_slice else None
+        self.seed_part(epoch, 0)
         net = self.network
         net.train()
         b = self.blogrr
@@ -276,7 +278,7 @@ class BlogrrTrainer(nnUNetTrainer):
             tau = None
             if taus is not None:
                 tau = torch.tensor([taus[k] for k in batch["keys"]], device=self.device)
-            elif self.per_slice and self.tau_initialised and self.train_threshold:
+            elif self.per_slice and use_tau:
                 with torch.no_grad():
                     inp = torch.cat([x, amap.detach()], 1) if self.threshold_input == "image+anomaly" else x
                     tau = _unwrap(self.threshold_network)(A.resize(inp, b["threshold_net"]["input_size"]))
@@ -291,79 +293,14 @@ class BlogrrTrainer(nnUNetTrainer):
         return totals
 
     # -- upper loop ----------------------------------------------------------------------------------
-    @torch.no_grad()
-    def _upper_cache(self) -> list[tuple[torch.Tensor, ...]]:
-        """Per tumour case, once per upper loop: T input, anomaly map, pseudo-label and brain at T's resolution."""
-        _unwrap(self.network).eval()
-        size = self.blogrr["threshold_net"]["input_size"]
-        cache = []
-        for case in self.tumor_train:
-            amap = self._anomaly(case)[1]
-            cache.append((self._t_input(case, amap), resize_mask(amap, size, self.t_slices),
-                          resize_mask(case.target, size, self.t_slices),
-                          (resize_mask(case.brain, size, self.t_slices) > 0.5).float()))
-        return cache
-
-    def _initialise_tau(self, cache) -> None:
-        """Start tau where the predicted volume equals the pseudo-label's (median over cases).
-
-        The reference starts from a random sigmoid head; a start on the right scale makes the few
-        upper-loop steps of a CPU run count.
-        """
-        starts = []
-        for _, amap, target, brain in cache:
-            inside = amap[brain > 0]
-            frac = float(target[brain > 0].mean()) if inside.numel() else 0.0
-            if inside.numel() and 0 < frac < 1:
-                starts.append(float(torch.quantile(inside.float(), 1 - frac)))
-        t = _unwrap(self.threshold_network)
-        tau0 = float(np.clip(np.median(starts) if starts else 0.05 * t.tau_max, 1e-3 * t.tau_max, 0.999 * t.tau_max))
-        with torch.no_grad():
-            t.head.weight.zero_()
-            p = tau0 / t.tau_max
-            t.head.bias.fill_(math.log(p / (1 - p)))
-        self.tau_initialised = True
-
     def run_upper_loop(self, epoch: int) -> dict:
+        """One upper loop (T trained, R frozen; :mod:`blogrr_nnu.trainers.upper_loop`), then the healthy taus."""
         if not self.train_threshold:
             return {}
-        cache = self._upper_cache()
-        if not self.tau_initialised:
-            self._initialise_tau(cache)
-        rng = self._seed(epoch, 1)
-        t = self.threshold_network
-        t.train()
-        k = self.blogrr["sigmoid_steepness"]
-        if self.per_slice:  # sample slices that hold brain
-            items = [(c, z) for c, entry in enumerate(cache) for z in range(entry[3].shape[0]) if entry[3][z].any()]
-        else:
-            items = [(c, 0) for c in range(len(cache))]
-        total, taus = 0.0, []
-        batch = self.upper_batch_size if not (self.t_slices and not self.per_slice) else 4
-        for _ in range(self.num_upper_iterations_per_epoch):
-            pick = rng.choice(len(items), size=min(batch, len(items)), replace=False)
-            sel = [items[i] for i in pick]
-            if self.t_slices and not self.per_slice:  # 2D, one tau per case: a whole stack of slices per case
-                losses, step_taus = [], []
-                for c, _ in sel:
-                    inp, amap, target, brain = (cache[c][j].to(self.device) for j in range(4))
-                    tau_c = slice_mean_tau(t(inp), brain)
-                    soft = A.soft_segmentation(amap, tau_c.expand(amap.shape[0]), k) * brain
-                    losses.append(A.soft_dice_loss(soft.reshape(1, -1), target.reshape(1, -1), mask=brain.reshape(1, -1)))
-                    step_taus.append(tau_c)
-                loss, tau = torch.stack(losses).mean(), torch.cat(step_taus)
-            else:
-                inp, amap, target, brain = (torch.stack([cache[c][j][z] for c, z in sel]).to(self.device)
-                                            for j in range(4))
-                tau = t(inp)
-                soft = A.soft_segmentation(amap, tau, k) * brain
-                loss = A.soft_dice_loss(soft, target, mask=brain)
-            self.threshold_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.threshold_optimizer.step()
-            total += float(loss.detach()) / self.num_upper_iterations_per_epoch
-            taus.extend(tau.detach().cpu().tolist())
-        return {"upper_loss": total, "tau_mean": float(np.mean(taus))}
+        out = self.upper_loop.run(epoch)
+        if not self.per_slice:
+            refresh_healthy_taus(self, epoch)
+        return out
 
     # -- validation ----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -372,12 +309,11 @@ class BlogrrTrainer(nnUNetTrainer):
         _unwrap(self.network).eval()
         out = {"val_healthy_mse": [], "val_healthy_flagged": [], "val_pseudo_dice": [], "val_gt_dice": []}
         for case in self.healthy_val + self.tumor_val:
-            rec, amap = self._anomaly(case)
+            rec, amap = self.anomaly(case)
             brain = case.brain
             pred = None
             if self.train_threshold and self.tau_initialised:
-                tau = self.case_tau(case, amap)  # (1,) per case or (Z,) per slice
-                pred = (amap > (tau.view(1, -1, 1, 1) if self.per_slice else tau.view(1, 1, 1, 1))) & brain
+                pred = (amap > self.threshold_mode.shaped(self.case_tau(case, amap))) & brain
             if case.props["role"] == "healthy":
                 out["val_healthy_mse"].append(float(A.masked_mse(rec[None], case.data[None], brain[None])))
                 if pred is not None:
@@ -455,6 +391,8 @@ class BlogrrTrainer(nnUNetTrainer):
             "tau_initialised": bool(self.tau_initialised),
             "threshold_input": self.threshold_input,
             "threshold_per_case": bool(not self.per_slice),
+            "threshold_model": self.threshold_model,
+            "healthy_taus": {k: float(v) for k, v in self.healthy_taus.items()},
         }
 
     def save_checkpoint(self, filename: str) -> None:
@@ -463,7 +401,13 @@ class BlogrrTrainer(nnUNetTrainer):
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         ckpt = self.load_base_checkpoint(filename_or_checkpoint)
+        model = ckpt.get("threshold_model", "reference")  # checkpoints before the stats model
+        if model != self.threshold_model:
+            raise ValueError(f"{self.output_folder}: the checkpoint's threshold network is {model!r}, this run trains "
+                             f"{self.threshold_model!r}; train into a new results folder (or remove this fold) instead "
+                             "of resuming")
         _unwrap(self.threshold_network).load_state_dict(ckpt["threshold_weights"])
+        self.healthy_taus = {str(k): float(v) for k, v in (ckpt.get("healthy_taus") or {}).items()}
         self.threshold_optimizer.load_state_dict(ckpt["threshold_optimizer_state"])
         self.tau_initialised = bool(ckpt["tau_initialised"])
 

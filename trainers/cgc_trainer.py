@@ -182,7 +182,7 @@ class CGCTrainer(BlogrrTrainer):
                 "n_lesion": lesion.sum(), "n_normal": normal.sum()}
 
     def run_lower_loop(self, epoch: int) -> dict:
-        self._seed(epoch, 0)
+        self.seed_part(epoch, 0)
         self.network.train()
         self.projection_head.train()
         totals = {"lower_loss": 0.0, "ce": 0.0, "contrastive": 0.0}

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from blogrr_nnu.image_io import atomic_write
 
-KEYS = ("epoch", "lower_loss", "lower_mse", "lower_tolerance", "upper_loss", "tau_mean",
+KEYS = ("epoch", "lower_loss", "lower_mse", "lower_tolerance", "upper_loss", "tau_mean", "upper_cases",
+        "upper_tau_error",
         "val_healthy_mse", "val_healthy_flagged", "val_pseudo_dice", "val_gt_dice",
         "time_lower", "time_upper", "time_val", "ce", "contrastive")
 
@@ -48,7 +49,7 @@ def write(progress: dict, folder: Path) -> None:
         ax.set_ylabel("reconstruction")
     ax.legend(fontsize=8)
     ax = axes[1]
-    ax.plot(ep, progress["upper_loss"], label="upper loop: 1 - soft Dice vs pseudo-label")
+    ax.plot(ep, progress["upper_loss"], label="upper loop loss (stats T: Huber on log tau; reference T: 1 - soft Dice)")
     ax.plot(ep, progress["tau_mean"], label="mean tau (tumour cases)")
     ax.set_ylabel("threshold")
     ax.legend(fontsize=8)

@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  blogrr_train 501 all -c 3d_fullres -device cuda -num_gpus 2\n  blogrr_train 501 0 --c      # resume\n"
         "  blogrr_train 501 0 -tr dae   # DAE baseline (no threshold network)\n"
         "  blogrr_train 501 0 --pseudo_label fused   # upper loop against report + image pseudo-labels\n"
+        "  blogrr_train 501 0 --threshold_model reference   # the reference's CNN threshold network (published form)\n"
         "  blogrr_train 501 0 -tr cgc                # CGC on GMM pseudo-labels (--pseudo_label fused: fused ones)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -33,14 +34,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=None, help="outer epochs (default: 100 GPU / 12 CPU configs)")
     parser.add_argument("--iters", type=int, default=None, help="lower-loop iterations per epoch")
     parser.add_argument("--upper_iters", type=int, default=None, help="upper-loop iterations per epoch")
+    parser.add_argument("--threshold_model", default=None, choices=["stats", "reference"],
+                        help="threshold network: stats (default: sees the anomaly map's quantiles, fitted to each case's "
+                        "target threshold) or reference (the reference's CNN on the image, soft Dice; run folder "
+                        "...ReferenceT); docs/training.md")
     parser.add_argument("--threshold_input", default=None, choices=["image", "image+anomaly"],
-                        help="what the threshold network sees (default image+anomaly)")
+                        help="reference threshold model: what it sees (default image, as the reference)")
     parser.add_argument("--pseudo_label", default=None, choices=["report", "gmm", "fused"],
-                        help="target of the upper loop: report regions (default), GMM, or report + image fused "
-                        "(docs/pseudo_labels.md)")
+                        help="target of the upper loop: the report (default: its stated size for the stats model, "
+                        "its regions for the reference model), GMM, or report + image fused (docs/pseudo_labels.md)")
     parser.add_argument("--threshold_per_case", action="store_true",
-                        help="2D configurations: one threshold per case (per-slice outputs averaged over the brain "
-                        "slices) instead of one per slice as the reference")
+                        help="reference threshold model on 2D configurations: one threshold per case (per-slice "
+                        "outputs averaged over the brain slices) instead of one per slice as the reference")
     parser.add_argument("-num_gpus", type=int, default=1, help="DDP processes (nnU-Net style); gloo on CPU")
     parser.add_argument("--preprocessed", default=None, help="preprocessed root (default $BLOGRR_preprocessed ...)")
     return parser
@@ -60,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         print("blogrr_train: -device cuda asked for, but no CUDA GPU is available (use -device cpu)", file=sys.stderr)
         return 2
     kw = dict(trainer=args.trainer, device=device, threshold_input=args.threshold_input, pseudo_label=args.pseudo_label,
+              threshold_model=args.threshold_model,
               threshold_per_case=args.threshold_per_case, epochs=args.epochs,
               iters=args.iters, upper_iters=args.upper_iters, preprocessed=args.preprocessed,
               continue_training=args.continue_training, validation_only=args.validation_only)

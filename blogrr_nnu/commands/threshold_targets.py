@@ -1,0 +1,73 @@
+"""``blogrr_threshold_targets -d ID``: do the pseudo-labels' best thresholds track the labels' (training fold only)?"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+EXAMPLES = """examples:
+  blogrr_threshold_targets -d 501                      # DAE run of fold 0, 3d_cpu
+  blogrr_threshold_targets -d 501 -tr BlogrrTrainer    # the maps of a BLOGRR run's reconstruction network
+  blogrr_threshold_targets -d 501 -o targets.json
+
+Reads only the tumour training cases of the fold that have a label (labelsTrTumor/), never test cases.
+The run must be trained first (e.g. blogrr_train 501 0 -tr dae)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="blogrr_threshold_targets", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
+        description="For every labelled tumour training case of a fold: the Dice-optimal threshold of its anomaly "
+        "map against the label (tau*_GT) and the target threshold of each pseudo-label (report region, report size, "
+        "GMM, fused: tau*_P); prints Spearman rho between them, the Dice thresholding at tau*_P gives, and what the "
+        "default threshold network learns from each target in leave-one-out (docs/training.md).")
+    parser.add_argument("-d", "--dataset", required=True, help="dataset id, folder name or name")
+    parser.add_argument("-c", "--configuration", default="3d_cpu", help="configuration (default 3d_cpu)")
+    parser.add_argument("-f", "--fold", default="0", help="fold (default 0)")
+    parser.add_argument("-tr", "--trainer", default="DAETrainer",
+                        help="trainer class of the run whose reconstruction network makes the maps (default DAETrainer)")
+    parser.add_argument("-o", "--output", default=None, help="also write the table's numbers and every case as JSON")
+    parser.add_argument("--preprocessed", default=None, help="preprocessed root (default $BLOGRR_preprocessed ...)")
+    parser.add_argument("--results", default=None, help="results root (default $BLOGRR_results ...)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (2: bad input)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    from blogrr_nnu.image_io import atomic_write
+    from blogrr_nnu.paths import DatasetNotFoundError, preprocessed_root, resolve_dataset, results_root
+    from blogrr_nnu.planners.api import load_plans
+    from blogrr_nnu.planners.planner import PLANS_NAME
+    from blogrr_nnu.trainers.target_diagnostic import case_maps, diagnose, markdown
+
+    try:
+        pre = resolve_dataset(args.dataset, preprocessed_root(args.preprocessed))
+        plans = load_plans(pre)
+        if args.configuration not in plans["configurations"]:
+            raise ValueError(f"configuration {args.configuration!r} is not in the plans "
+                             f"({', '.join(plans['configurations'])})")
+        data = pre / plans["configurations"][args.configuration]["data_identifier"]
+        run = results_root(args.results) / pre.name / f"{args.trainer}__{PLANS_NAME}__{args.configuration}"
+        if not run.is_dir():
+            raise FileNotFoundError(f"{run}: no such run; train it first (blogrr_train {pre.name} {args.fold} -c "
+                                    f"{args.configuration} -tr dae)")
+        result = diagnose(case_maps(run, data, pre, args.fold))
+    except (DatasetNotFoundError, ValueError, FileNotFoundError) as exc:
+        print(f"blogrr_threshold_targets: {exc}", file=sys.stderr)
+        return 2
+    print(f"{pre.name} {args.configuration} fold {args.fold}, maps of {run.name}")
+    print(markdown(result))
+    if args.output:
+        text = json.dumps({"dataset": pre.name, "configuration": args.configuration, "fold": args.fold,
+                           "run": run.name, **result}, indent=1)
+        atomic_write(args.output, lambda tmp: Path(tmp).write_text(text))
+        print(f"written: {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

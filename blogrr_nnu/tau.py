@@ -1,0 +1,198 @@
+"""Per-case thresholds: what the map-statistics threshold network sees, what it is trained towards, how it is fitted.
+
+BLOGRR's threshold network T gives every case its own tau on its anomaly map A. Measured on the demo
+(docs/training.md, ``blogrr_threshold_targets``): the best threshold of a case moves with the *level* of its
+map, above all with how bright the lesion's errors are against the background, and one global threshold
+misses that. So the default T (:class:`~blogrr_nnu.networks.MapStatsThresholdNet`) sees a few in-brain
+quantiles of A on a log scale (:func:`map_features`) and is fitted, once per upper loop, to a per-case
+target threshold tau_P read off the case's pseudo-label (:func:`target_threshold`):
+
+- **report target** (``pseudo_report``): the report's stated *size*. The lesion is the connected part of
+  ``A > tau`` that reaches into the report's region (the atlas regions it names); tau_P is the threshold at
+  which that part has the diameters the report states (geometric mean of the three extents, sorted, so
+  axis order and orientation do not matter; :func:`report_size_threshold`). A report region alone (a whole
+  lobe) would pull tau down until the lobe is filled: its Dice-optimal threshold does not track the truth.
+- **image targets** (``pseudo_gmm``, ``pseudo_fused``): the exact Dice-optimal threshold of A against the
+  pseudo-label (:func:`dice_optimal_threshold`).
+
+Cases without a usable target (no stated size, an empty pseudo-label, a size no threshold can match) are
+left out of the fit, and the fit is a robust (Huber) regression on log tau, so a few wrong targets do not
+drag it (:func:`fit_threshold_regression`).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+# In-brain quantiles of the anomaly map that T sees (log scale): the background level (90 %), the tail
+# (99.9 %) and the peak (the maximum). Chosen on the demo's training-fold labels only, by leave-one-out
+# over the 24 tumour training cases (docs/training.md): more quantiles or a hidden layer overfit ~20 cases.
+FEATURE_QUANTILES = (0.90, 0.999, 1.0)
+# Search range of the report-size target, as in-brain quantiles of A: a matched size outside it is not a
+# lesion the map shows (the target is then left out).
+SIZE_SEARCH_QUANTILES = (0.80, 0.9995)
+_LOG_FLOOR = 1e-6
+
+
+def map_features(amap: torch.Tensor | np.ndarray, brain: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Log in-brain quantiles of an anomaly map.
+
+    Args:
+        amap: ``(1, *S)`` or ``(*S)`` anomaly map.
+        brain: brain mask of the same shape.
+
+    Returns:
+        ``(len(FEATURE_QUANTILES),)`` float32 (log of each quantile; a case without brain gives the floor).
+    """
+    a = torch.as_tensor(amap).reshape(-1)
+    b = torch.as_tensor(brain).reshape(-1) > 0
+    v = a[b].double().numpy()
+    if v.size == 0:
+        return torch.full((len(FEATURE_QUANTILES),), math.log(_LOG_FLOOR))
+    q = np.quantile(v, FEATURE_QUANTILES)
+    return torch.from_numpy(np.log(np.maximum(q, _LOG_FLOOR))).float()
+
+
+def dice_optimal_threshold(amap, target, brain) -> tuple[float, float] | None:
+    """The exact threshold t that maximises Dice of ``(A > t) & brain`` against ``target``.
+
+    Every distinct in-brain value is a candidate (Dice only changes there): values are sorted once, Dice
+    of flagging the k highest is ``2 TP_k / (k + |target|)``, and t is set halfway below the k-th value.
+
+    Args:
+        amap, target, brain: arrays of one shape (``target``, ``brain`` boolean-like).
+
+    Returns:
+        ``(t, Dice at t)``, or ``None`` when the target is empty inside the brain.
+    """
+    a = np.asarray(amap, np.float64).reshape(-1)
+    b = np.asarray(brain).reshape(-1) > 0
+    t = np.asarray(target).reshape(-1)[b] > 0
+    v = a[b]
+    n_t = int(t.sum())
+    if n_t == 0:
+        return None
+    order = np.argsort(-v, kind="stable")
+    vs, ts = v[order], t[order]
+    tp = np.cumsum(ts)
+    k = np.arange(1, vs.size + 1)
+    # only cut where the next value differs (ties are flagged together)
+    cut = np.r_[vs[:-1] > vs[1:], True]
+    dice = np.where(cut, 2.0 * tp / (k + n_t), -1.0)
+    i = int(np.argmax(dice))
+    below = vs[i + 1] if i + 1 < vs.size else vs[i] - 1e-6
+    return float(0.5 * (vs[i] + below)), float(dice[i])
+
+
+def report_diameters(size_mm: Sequence[float] | None) -> np.ndarray | None:
+    """Three diameters (mm, sorted, largest first) from a report's stated size (1-3 values)."""
+    if not size_mm:
+        return None
+    d = np.sort(np.asarray([float(s) for s in size_mm][:3], np.float64))[::-1]
+    if d.size == 1:
+        d = np.repeat(d, 3)
+    elif d.size == 2:
+        d = np.append(d, d.mean())
+    return d if np.all(d > 0) else None
+
+
+def _lesion_extent(above: np.ndarray, region: np.ndarray, spacing: np.ndarray) -> float:
+    """Geometric mean extent (mm) of the connected part of ``above`` reaching furthest into ``region``."""
+    lab, n = ndimage.label(above)
+    if n == 0:
+        return 0.0
+    overlap = np.bincount(lab[region].ravel(), minlength=n + 1)[1:]
+    if overlap.max() == 0:
+        return 0.0
+    idx = np.argwhere(lab == int(np.argmax(overlap)) + 1)
+    ext = (idx.max(0) - idx.min(0) + 1) * spacing
+    return float(np.exp(np.mean(np.log(ext))))
+
+
+def report_size_threshold(amap, brain, region, size_mm, spacing, *, iterations: int = 24) -> float | None:
+    """Threshold at which the lesion the report points at has the size the report states.
+
+    The lesion at threshold t is the connected component of ``(A > t) & brain`` that overlaps the report
+    region most; its extents grow as t falls, so the t whose geometric-mean extent equals the geometric mean
+    of the reported diameters is found by bisection over the in-brain values between
+    :data:`SIZE_SEARCH_QUANTILES`.
+
+    Args:
+        amap, brain, region: arrays of one shape ``(*S)`` (``region``: the report's atlas regions).
+        size_mm: the report's stated size (1-3 diameters), or ``None``.
+        spacing: voxel size (mm) per axis of the arrays.
+
+    Returns:
+        The threshold, or ``None`` (no size, no region, or a size the map cannot match in the search range).
+    """
+    d = report_diameters(size_mm)
+    a = np.asarray(amap, np.float64)
+    b = np.asarray(brain) > 0
+    r = (np.asarray(region) > 0) & b
+    if a.shape != b.shape or r.shape != b.shape:
+        raise ValueError(f"amap, brain and region must share one shape, got {a.shape}, {b.shape}, {r.shape}")
+    if d is None or not r.any():
+        return None
+    want = float(np.exp(np.mean(np.log(d))))
+    sp = np.asarray(spacing, np.float64)
+    vals = np.sort(a[b])
+    lo_q, hi_q = (int(q * (vals.size - 1)) for q in SIZE_SEARCH_QUANTILES)
+    lo, hi = lo_q, hi_q  # indices into vals; extent at vals[lo] is the largest of the range
+
+    def ext(i: int) -> float:
+        return _lesion_extent((a > vals[i]) & b, r, sp)
+
+    if ext(lo) < want or ext(hi) > want:
+        return None
+    while hi - lo > 1 and iterations > 0:  # invariant: ext(lo) >= want > ext(hi) (up to the last step)
+        mid = (lo + hi) // 2
+        if ext(mid) >= want:
+            lo = mid
+        else:
+            hi = mid
+        iterations -= 1
+    return float(vals[lo])
+
+
+def target_threshold(amap, brain, target, source: str, *, size_mm=None, spacing=None) -> float | None:
+    """tau_P of one case for a pseudo-label source (module docstring).
+
+    Args:
+        amap, brain, target: ``(*S)`` (or ``(1, *S)``) arrays; ``target`` is the case's pseudo-label (for the
+            report source: the report's region).
+        source: seg channel name, ``"pseudo_report"``, ``"pseudo_gmm"`` or ``"pseudo_fused"``.
+        size_mm, spacing: the report's stated size and the voxel size (report source only).
+    """
+    a, b, t = (np.asarray(x)[0] if np.ndim(x) == 4 else np.asarray(x) for x in (amap, brain, target))
+    if source == "pseudo_report":
+        return report_size_threshold(a, b, t, size_mm, spacing)
+    best = dice_optimal_threshold(a, t, b)
+    return None if best is None else best[0]
+
+
+def fit_threshold_regression(net: torch.nn.Module, optimizer: torch.optim.Optimizer, features: torch.Tensor,
+                             targets: torch.Tensor, steps: int, *, delta: float = 0.1) -> float:
+    """Fit T's log tau to the targets: full-batch Huber regression, ``steps`` optimiser steps.
+
+    Args:
+        net: a :class:`~blogrr_nnu.networks.MapStatsThresholdNet` (its normalisation is set from ``features``).
+        features: ``(N, F)``; targets: ``(N,)`` positive thresholds.
+        delta: Huber's transition in log units (0.1: errors beyond ~10 % count linearly, so an outlier
+            target pulls no harder than a case 10 % off).
+
+    Returns:
+        The final loss.
+    """
+    net.set_normalisation(features)
+    y = torch.log(targets.clamp_min(_LOG_FLOOR))
+    loss = torch.zeros(())
+    for _ in range(int(steps)):
+        loss = torch.nn.functional.huber_loss(torch.log(net(features)), y, delta=delta)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return float(loss.detach())

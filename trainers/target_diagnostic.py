@@ -1,0 +1,164 @@
+"""Does a pseudo-label's best threshold track the ground truth's? The diagnostic behind T's training target.
+
+For every tumour *training* case of a fold that has a label (``labelsTrTumor``; test cases are never
+read), on the anomaly maps of a trained reconstruction network:
+
+- tau*_GT: the exact Dice-optimal threshold against the label;
+- tau*_P for each target: the report region (Dice-optimal against the atlas regions the report names: what
+  the reference's soft Dice pulls towards), the report size (:func:`blogrr_nnu.tau.report_size_threshold`,
+  the default target), the GMM and the fused pseudo-label (Dice-optimal against each);
+- Spearman rho(tau*_P, tau*_GT) over cases and the Dice against the label of thresholding at tau*_P;
+- what the default threshold network learns from each target when fitted, exactly as in training
+  (:func:`blogrr_nnu.tau.fit_threshold_regression`, the trainer's defaults), on the *other* cases
+  (leave-one-out): its rho against tau*_GT and its Dice on the left-out case.
+
+A target whose tau*_P does not track tau*_GT cannot teach any T a per-case threshold, however T is built.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from blogrr_nnu.networks import MapStatsThresholdNet, build_reconstruction_network
+from blogrr_nnu.tau import dice_optimal_threshold, fit_threshold_regression, map_features, target_threshold
+from blogrr_nnu.trainers.cases import case_anomaly_map, load_whole_case
+from blogrr_nnu.trainers.checkpoint import load_checkpoint
+from blogrr_nnu.trainers.splits import case_roles, fold_keys, load_or_create_splits
+from blogrr_nnu.trainers.upper_loop import StatsUpperLoop
+
+# target name -> (seg channel, how tau*_P is read off it)
+TARGETS = {
+    "report region": ("pseudo_report", "dice"),
+    "report size (default)": ("pseudo_report", "size"),
+    "GMM": ("pseudo_gmm", "dice"),
+    "fused": ("pseudo_fused", "dice"),
+}
+
+
+def _dice(amap: np.ndarray, brain: np.ndarray, label: np.ndarray, t: float) -> float:
+    p = (amap > t) & brain
+    denom = p.sum() + label.sum()
+    return 1.0 if denom == 0 else float(2 * np.logical_and(p, label).sum() / denom)
+
+
+def _rho(a, b) -> float:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    return float(spearmanr(a[ok], b[ok])[0]) if ok.sum() >= 3 else float("nan")
+
+
+def case_maps(run_folder: Path, data_folder: Path, preprocessed_base: Path, fold: str) -> list[dict]:
+    """Anomaly map, brain, label and every pseudo-label of each labelled tumour training case of the fold.
+
+    Raises:
+        FileNotFoundError: no final checkpoint in the run folder's fold.
+        ValueError: no tumour training case with a label in the fold.
+    """
+    ckpt_path = run_folder / f"fold_{fold}" / "checkpoint_final.pth"
+    if not ckpt_path.is_file():
+        raise FileNotFoundError(f"{ckpt_path}: not found; train the run first (blogrr_train ... -tr dae)")
+    plans = json.loads((run_folder / "plans.json").read_text())
+    dj = json.loads((run_folder / "dataset.json").read_text())
+    cfg = plans["configurations"][run_folder.name.split("__")[-1]]
+    net = build_reconstruction_network(cfg, len(dj["channel_names"]))
+    net.load_state_dict(load_checkpoint(ckpt_path, "cpu")["network_weights"])
+    net.eval()
+    keys = fold_keys(load_or_create_splits(preprocessed_base, data_folder), fold, case_roles(data_folder))
+    out = []
+    for k in keys["tumor_train"]:
+        case = load_whole_case(data_folder, k, "pseudo_report")
+        if case.label is None:
+            continue
+        with torch.no_grad():
+            _, amap = case_anomaly_map(net, case, cfg["patch_size"], cfg["blogrr"], torch.device("cpu"),
+                                       strides=cfg["architecture"]["arch_kwargs"]["strides"])
+        entry = {"case": k, "amap": amap, "brain": case.brain, "label": case.label[0].numpy(),
+                 "size_mm": (case.props.get("report") or {}).get("size_mm"), "spacing": case.props["spacing"]}
+        for channel in {c for c, _ in TARGETS.values()}:
+            entry[channel] = load_whole_case(data_folder, k, channel).target[0].numpy()
+        out.append(entry)
+    if not out:
+        raise ValueError(f"{data_folder}: no tumour training case of fold {fold} has a label (labelsTrTumor/); the "
+                         "diagnostic compares pseudo-labels with training labels")
+    return out
+
+
+def leave_one_out(features: torch.Tensor, targets: np.ndarray, seed: int = 0) -> np.ndarray:
+    """tau of every case from the default T fitted on the other cases with a target (NaN targets skipped)."""
+    out = np.full(len(targets), np.nan)
+    ok = np.isfinite(targets)
+    for i in range(len(targets)):
+        train = ok.copy()
+        train[i] = False
+        if train.sum() < 2:
+            continue
+        torch.manual_seed(seed)
+        net = MapStatsThresholdNet(features.shape[1])
+        fit_threshold_regression(net, StatsUpperLoop(None).optimizer(net), features[train],
+                                 torch.tensor(targets[train], dtype=torch.float32), StatsUpperLoop.default_iterations[0])
+        with torch.no_grad():
+            out[i] = float(net(features[i:i + 1])[0])
+    return out
+
+
+def diagnose(cases: list[dict]) -> dict:
+    """The table's numbers (module docstring) and every case's thresholds."""
+    amaps = [c["amap"][0].numpy().astype(np.float64) for c in cases]
+    brains = [c["brain"][0].numpy() > 0 for c in cases]
+    labels = [c["label"] > 0 for c in cases]
+    gt = [dice_optimal_threshold(a, lab, b) for a, lab, b in zip(amaps, labels, brains)]
+    tau_gt = np.array([g[0] if g else np.nan for g in gt])
+    feats = torch.stack([map_features(c["amap"], c["brain"]) for c in cases])
+    per_case = [{"case": c["case"], "tau_gt": float(t), "dice_at_tau_gt": float(g[1]) if g else float("nan")}
+                for c, t, g in zip(cases, tau_gt, gt)]
+    rows = []
+    for name, (channel, how) in TARGETS.items():
+        taus = []
+        for c, a, b in zip(cases, amaps, brains):
+            if how == "size":
+                t = target_threshold(a, b, c[channel], "pseudo_report", size_mm=c["size_mm"], spacing=c["spacing"])
+            else:
+                best = dice_optimal_threshold(a, c[channel] > 0, b)
+                t = None if best is None else best[0]
+            taus.append(np.nan if t is None else t)
+        taus = np.asarray(taus)
+        dice = [_dice(a, b, lab, t) for a, b, lab, t in zip(amaps, brains, labels, taus) if np.isfinite(t)]
+        loo = leave_one_out(feats, taus)
+        loo_dice = [_dice(a, b, lab, t) for a, b, lab, t in zip(amaps, brains, labels, loo) if np.isfinite(t)]
+        rows.append({"target": name, "cases": int(np.isfinite(taus).sum()), "rho": _rho(taus, tau_gt),
+                     "dice_at_tau_p": float(np.mean(dice)) if dice else float("nan"),
+                     "tau_p_range": [float(np.nanmin(taus)), float(np.nanmax(taus))] if np.isfinite(taus).any()
+                     else [float("nan")] * 2,
+                     "loo_rho": _rho(loo, tau_gt), "loo_dice": float(np.mean(loo_dice)) if loo_dice else float("nan"),
+                     "loo_range": [float(np.nanmin(loo)), float(np.nanmax(loo))] if np.isfinite(loo).any()
+                     else [float("nan")] * 2})
+        for p, t, lt in zip(per_case, taus, loo):
+            p[f"tau_p[{name}]"], p[f"tau_T_loo[{name}]"] = float(t), float(lt)
+    grid = np.unique(np.concatenate([np.quantile(a[b], np.linspace(0.5, 0.9999, 400)) for a, b in zip(amaps, brains)]))
+    mean_dice = np.array([np.mean([_dice(a, b, lab, t) for a, b, lab in zip(amaps, brains, labels)]) for t in grid])
+    best_global = float(grid[int(np.argmax(mean_dice))])
+    return {"rows": rows, "per_case": per_case, "n_cases": len(cases),
+            "oracle_dice": float(np.nanmean([p["dice_at_tau_gt"] for p in per_case])),
+            "tau_gt_range": [float(np.nanmin(tau_gt)), float(np.nanmax(tau_gt))],
+            "best_global_tau": best_global, "best_global_dice": float(mean_dice.max())}
+
+
+def markdown(result: dict) -> str:
+    """The diagnostic table."""
+    lo, hi = result["tau_gt_range"]
+    lines = [f"{result['n_cases']} labelled tumour training cases of the fold; per-case oracle tau*_GT "
+             f"{lo:.2f}-{hi:.2f}, Dice {result['oracle_dice']:.3f}; best single threshold on these cases "
+             f"{result['best_global_tau']:.2f}, Dice {result['best_global_dice']:.3f} (both use the training labels).",
+             "",
+             "| target | cases with tau*_P | Spearman rho(tau*_P, tau*_GT) | Dice vs label at tau*_P | tau*_P range | "
+             "T fitted on the other cases: rho vs tau*_GT | T (leave-one-out): Dice vs label | T range |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['target']} | {r['cases']} | {r['rho']:.2f} | {r['dice_at_tau_p']:.3f} | "
+                     f"{r['tau_p_range'][0]:.2f}-{r['tau_p_range'][1]:.2f} | {r['loo_rho']:.2f} | {r['loo_dice']:.3f} | "
+                     f"{r['loo_range'][0]:.2f}-{r['loo_range'][1]:.2f} |")
+    return "\n".join(lines)

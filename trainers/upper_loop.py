@@ -1,0 +1,221 @@
+"""The upper loop (T updated, R frozen), one class per threshold model, and T's taus of the healthy cases.
+
+Both read the tumour training cases of the trainer and its frozen reconstruction network R; each
+upper loop first computes every case's anomaly map once with R (whole-case windows where they fit).
+
+- :class:`StatsUpperLoop` (default): per case, the map's features and the target tau_P of its pseudo-label
+  (:func:`blogrr_nnu.tau.target_threshold`; cases without one are left out), then a full-batch robust
+  regression of log tau on the features (:func:`blogrr_nnu.tau.fit_threshold_regression`). A linear model on
+  three features converges in a few hundred Adam steps, which cost well under a second, so every upper loop
+  fits T to the current maps rather than nudging it.
+- :class:`ReferenceUpperLoop`: the reference's procedure: mini-batches of (resampled) cases or slices, loss
+  1 - soft Dice of ``sigmoid(k (A - tau))`` against the pseudo-label, T's learning rate 0.1 x R's.
+
+After either, :func:`refresh_healthy_taus` updates the taus the next lower loop uses on healthy cases
+(their error-tolerance term).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from blogrr_nnu import anomaly as A
+from blogrr_nnu.tau import fit_threshold_regression, map_features, target_threshold
+from blogrr_nnu.threshold_modes import resize_mask, slice_mean_tau
+
+logger = logging.getLogger(__name__)
+
+# Each epoch refreshes the taus of this fraction of healthy training cases (round robin; all of them the first
+# time): the pass costs one whole-case reconstruction per case, and one case's tau hardly moves between epochs.
+HEALTHY_TAU_REFRESH_FRACTION = 0.25
+
+
+def unwrap(module):
+    """The module inside a DDP wrapper (or the module itself)."""
+    return module.module if isinstance(module, DDP) else module
+
+
+class UpperLoop:
+    """One upper loop of a :class:`~blogrr_nnu.trainers.blogrr_trainer.BlogrrTrainer` (``tr``)."""
+
+    #: upper-loop optimiser steps per epoch (CPU, GPU configurations)
+    default_iterations = (10, 50)
+
+    def __init__(self, trainer):
+        self.tr = trainer
+
+    def optimizer(self, net: torch.nn.Module) -> torch.optim.Optimizer:
+        raise NotImplementedError
+
+    def run(self, epoch: int) -> dict:
+        raise NotImplementedError
+
+    def anomaly_maps(self) -> list[torch.Tensor]:
+        """``(1, *S)`` anomaly map of every tumour training case with the frozen R."""
+        unwrap(self.tr.network).eval()
+        with torch.no_grad():
+            return [self.tr.anomaly(case)[1] for case in self.tr.tumor_train]
+
+
+class StatsUpperLoop(UpperLoop):
+    """Fit the map-statistics T to every case's target tau_P (module docstring)."""
+
+    default_iterations = (300, 300)
+    learning_rate = 1e-2
+    weight_decay = 1e-3
+
+    def optimizer(self, net):
+        return torch.optim.AdamW(net.parameters(), self.learning_rate, weight_decay=self.weight_decay)
+
+    def targets(self) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        """Features ``(N, F)``, targets ``(N,)`` and case ids of the cases with a usable target."""
+        tr = self.tr
+        feats, targets, ids = [], [], []
+        for case, amap in zip(tr.tumor_train, self.anomaly_maps()):
+            report = case.props.get("report") or {}
+            t = target_threshold(amap.numpy(), case.brain.numpy(), case.target.numpy(), tr.upper_loop_target,
+                                 size_mm=report.get("size_mm"), spacing=case.props["spacing"])
+            if t is not None and t > 0:
+                feats.append(map_features(amap, case.brain))
+                targets.append(t)
+                ids.append(case.case_id)
+        if not ids:
+            what = ("no report states a lesion size the anomaly maps can match" if tr.upper_loop_target == "pseudo_report"
+                    else f"every {tr.upper_loop_target} pseudo-label is empty")
+            raise ValueError(f"upper loop: {what}; train with --pseudo_label gmm|fused or --threshold_model reference")
+        return torch.stack(feats), torch.tensor(targets, dtype=torch.float32), ids
+
+    def run(self, epoch):
+        tr = self.tr
+        feats, targets, ids = self.targets()
+        tr.seed_part(epoch, 1)
+        t = unwrap(tr.threshold_network)
+        t.train()
+        loss = fit_threshold_regression(t, tr.threshold_optimizer, feats.to(tr.device), targets.to(tr.device),
+                                        tr.num_upper_iterations_per_epoch)
+        t.eval()
+        tr.tau_initialised = True
+        with torch.no_grad():
+            taus = t(feats.to(tr.device)).cpu()
+        log_err = torch.log(taus / targets).abs()
+        return {"upper_loss": loss, "tau_mean": float(taus.mean()), "upper_cases": len(ids),
+                "upper_tau_error": float(log_err.median())}
+
+
+@dataclass
+class CachedCase:
+    """One tumour case at T's resolution (reference model): T's input, anomaly map, pseudo-label, brain."""
+
+    inputs: torch.Tensor
+    amap: torch.Tensor
+    target: torch.Tensor
+    brain: torch.Tensor
+
+
+class ReferenceUpperLoop(UpperLoop):
+    """The reference's soft-Dice upper loop (module docstring)."""
+
+    def optimizer(self, net):
+        tr = self.tr
+        return torch.optim.Adam(net.parameters(), tr.initial_lr * tr.threshold_lr_factor, weight_decay=tr.weight_decay,
+                                amsgrad=True)
+
+    def cache(self) -> list[CachedCase]:
+        """Every tumour case at T's resolution, computed once per upper loop."""
+        tr, mode = self.tr, self.tr.threshold_mode
+        size, sl = mode.input_size, mode.t_slices
+        out = []
+        for case, amap in zip(tr.tumor_train, self.anomaly_maps()):
+            out.append(CachedCase(mode.inputs(case.data, case.brain, amap), resize_mask(amap, size, sl),
+                                  resize_mask(case.target, size, sl), (resize_mask(case.brain, size, sl) > 0.5).float()))
+        return out
+
+    def initialise_tau(self, cache: list[CachedCase]) -> None:
+        """Start tau where the predicted volume equals the pseudo-label's (median over cases).
+
+        The reference starts from a random sigmoid head; a start on the right scale makes the few
+        upper-loop steps of a CPU run count.
+        """
+        starts = []
+        for c in cache:
+            inside = c.amap[c.brain > 0]
+            frac = float(c.target[c.brain > 0].mean()) if inside.numel() else 0.0
+            if inside.numel() and 0 < frac < 1:
+                starts.append(float(torch.quantile(inside.float(), 1 - frac)))
+        t = unwrap(self.tr.threshold_network)
+        tau0 = float(np.clip(np.median(starts) if starts else 0.05 * t.tau_max, 1e-3 * t.tau_max, 0.999 * t.tau_max))
+        with torch.no_grad():
+            t.head.weight.zero_()
+            p = tau0 / t.tau_max
+            t.head.bias.fill_(math.log(p / (1 - p)))
+        self.tr.tau_initialised = True
+
+    def run(self, epoch):
+        tr, mode = self.tr, self.tr.threshold_mode
+        cache = self.cache()
+        if not tr.tau_initialised:
+            self.initialise_tau(cache)
+        rng = tr.seed_part(epoch, 1)
+        t = tr.threshold_network
+        t.train()
+        k = tr.blogrr["sigmoid_steepness"]
+        stack_per_case = mode.t_slices and not mode.per_slice  # 2D, one tau per case: a whole stack per case
+        if mode.per_slice:  # sample slices that hold brain
+            items = [(c, z) for c, entry in enumerate(cache) for z in range(entry.brain.shape[0]) if entry.brain[z].any()]
+        else:
+            items = [(c, None) for c in range(len(cache))]
+        total, taus = 0.0, []
+        batch = 4 if stack_per_case else tr.upper_batch_size
+        for _ in range(tr.num_upper_iterations_per_epoch):
+            sel = [items[i] for i in rng.choice(len(items), size=min(batch, len(items)), replace=False)]
+            if stack_per_case:
+                losses, step_taus = [], []
+                for c, _ in sel:
+                    e = cache[c]
+                    inp, amap, target, brain = (x.to(tr.device) for x in (e.inputs, e.amap, e.target, e.brain))
+                    tau_c = slice_mean_tau(t(inp), brain)
+                    soft = A.soft_segmentation(amap, tau_c.expand(amap.shape[0]), k) * brain
+                    losses.append(A.soft_dice_loss(soft.reshape(1, -1), target.reshape(1, -1), mask=brain.reshape(1, -1)))
+                    step_taus.append(tau_c)
+                loss, tau = torch.stack(losses).mean(), torch.cat(step_taus)
+            else:
+                def pick(field):
+                    return torch.stack([getattr(cache[c], field)[0 if z is None else z] for c, z in sel]).to(tr.device)
+
+                inp, amap, target, brain = (pick(f) for f in ("inputs", "amap", "target", "brain"))
+                tau = t(inp)
+                soft = A.soft_segmentation(amap, tau, k) * brain
+                loss = A.soft_dice_loss(soft, target, mask=brain)
+            tr.threshold_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            tr.threshold_optimizer.step()
+            total += float(loss.detach()) / tr.num_upper_iterations_per_epoch
+            taus.extend(tau.detach().cpu().tolist())
+        return {"upper_loss": total, "tau_mean": float(np.mean(taus))}
+
+
+UPPER_LOOPS = {"stats": StatsUpperLoop, "reference": ReferenceUpperLoop}
+
+
+def refresh_healthy_taus(tr, epoch: int) -> dict[str, float]:
+    """T's tau of healthy training cases for the next lower loop (3D, and 2D with one tau per case).
+
+    The first call computes every case; later calls recompute :data:`HEALTHY_TAU_REFRESH_FRACTION` of them
+    (case ``i`` when ``i % n_groups == epoch % n_groups``) and keep the others' previous taus. Deterministic in
+    the epoch, so a resumed run refreshes the same cases (the taus are part of the checkpoint).
+    """
+    keys = tr.keys["healthy_train"]
+    groups = max(1, round(1 / HEALTHY_TAU_REFRESH_FRACTION))
+    todo = [k for i, k in enumerate(keys) if not tr.healthy_taus or k not in tr.healthy_taus or i % groups == epoch % groups]
+    unwrap(tr.network).eval()
+    t = unwrap(tr.threshold_network).eval()
+    for k in todo:
+        case = tr.load_case(k)
+        amap = tr.anomaly(case)[1]
+        tr.healthy_taus[k] = float(tr.threshold_mode.case_tau(t, case.data, case.brain, amap, tr.device)[0])
+    return tr.healthy_taus
