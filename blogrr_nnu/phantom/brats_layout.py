@@ -113,21 +113,34 @@ def write_brats_layout(folder: str | Path, n_cases: int, *, spacing: float = 1.0
 
 
 def write_healthy_layout(folder: str | Path, n_cases: int, *, spacing: float = 1.0, seed: int = 0,
-                         channels: tuple[str, ...] = ("T1", "T2"), skull: bool = True) -> list[str]:
+                         channels: tuple[str, ...] = ("T1", "T2"), skull: bool = True,
+                         brats_grid: bool = False) -> list[str]:
     """Write ``n_cases`` healthy phantoms IXI-style, ``<folder>/<case>-<channel>.nii.gz``, with a head.
+
+    Args:
+        channels: any of T1, T1ce (a healthy brain enhances nowhere: the T1 image), T2, FLAIR.
+        skull: put a synthesised head around the brain (the grid gets room for it).
+        brats_grid: skull-stripped on the BraTS grid instead (a four-channel healthy set like BraTS's
+            own cases; ``skull`` must be False).
 
     Returns:
         The case ids (``IXI9NN-Phantom-NNNN``).
     """
+    if brats_grid and skull:
+        raise ValueError("the BraTS grid has no room for a head: pass skull=False with brats_grid=True")
     ids = []
     margin = int(np.ceil((HEAD_MARGIN_MM + 6.0) / spacing))
     for i in range(n_cases):
         case = generate_case(seed, "healthy", i, spacing)
         g = case.geometry
-        idx = [CHANNELS.index(c) for c in channels]
-        images = np.pad(case.images[idx].astype(np.float32), [(0, 0)] + [(margin, margin)] * 3)
-        origin = np.asarray(g.origin) - np.asarray(g.direction).reshape(3, 3) @ np.full(3, margin * spacing)
-        geo = Geometry(g.spacing, tuple(origin.tolist()), g.direction, tuple(int(s) + 2 * margin for s in g.shape))
+        idx = [CHANNELS.index("T1" if c == "T1ce" else c) for c in channels]
+        if brats_grid:
+            geo = brats_geometry(spacing, brain_centre(case))
+            images = np.stack([_resample(case.images[k], g, geo) for k in idx])
+        else:
+            images = np.pad(case.images[idx].astype(np.float32), [(0, 0)] + [(margin, margin)] * 3)
+            origin = np.asarray(g.origin) - np.asarray(g.direction).reshape(3, 3) @ np.full(3, margin * spacing)
+            geo = Geometry(g.spacing, tuple(origin.tolist()), g.direction, tuple(int(s) + 2 * margin for s in g.shape))
         if skull:
             images = add_head(images, images[0] > 0, geo, list(channels), np.random.default_rng([seed, i]))
         cid = f"IXI{900 + i:03d}-Phantom-{i:04d}"
@@ -165,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n_healthy", type=int, default=3, help="healthy cases (default 3)")
     p.add_argument("--spacing", type=float, default=1.0, help="isotropic mm (default 1: BraTS's 240x240x155)")
     p.add_argument("--no_skull", action="store_true", help="healthy scans skull-stripped instead of with a head")
+    p.add_argument("--healthy_channels", nargs="+", default=["T1", "T2"], choices=["T1", "T1ce", "T2", "FLAIR"],
+                   help="healthy channels (default T1 T2, as IXI/HCP; T1ce of a healthy brain is its T1)")
+    p.add_argument("--healthy_brats_grid", action="store_true",
+                   help="healthy scans skull-stripped on the BraTS grid (implies --no_skull)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -176,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     reports |= write_brats_layout(out / "brats", args.n_2023, spacing=args.spacing, naming="2023", seed=args.seed,
                                   start=args.n_2021)
     write_reports_csv(out / "reports.csv", reports)
-    write_healthy_layout(out / "healthy", args.n_healthy, spacing=args.spacing, seed=args.seed, skull=not args.no_skull)
+    write_healthy_layout(out / "healthy", args.n_healthy, spacing=args.spacing, seed=args.seed,
+                         channels=tuple(args.healthy_channels), skull=not (args.no_skull or args.healthy_brats_grid),
+                         brats_grid=args.healthy_brats_grid)
     print(f"wrote {len(reports)} BraTS case(s), {args.n_healthy} healthy case(s) and reports.csv below {out}")
     return 0
 

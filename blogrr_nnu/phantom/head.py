@@ -102,7 +102,9 @@ def add_head(images: np.ndarray, brain: np.ndarray, geometry: Geometry, channel_
         level = np.zeros(brain.shape, np.float32)
         inner = 0.0
         for outer, levels in LAYERS:
-            shell = (d > inner) & (d <= outer) if inner else envelope & ~brain | (d > 0) & (d <= outer)
+            shell = (d > inner) & (d <= outer)
+            if inner == 0.0:
+                shell |= envelope  # d is 0 inside the envelope: the sulci and the gap to it are CSF too
             level[shell & ~brain] = levels[kind]
             inner = outer
         level *= 1.0 + 0.05 * rng.standard_normal(brain.shape).astype(np.float32)  # tissue texture
