@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from blogrr_nnu.channels import (ChannelSelection, ChannelSelectionError, canonical_name, check_previous_selection,
-                                 common_channels, resolve_channels, selection_from_plans)
+from blogrr_nnu.channels import (ChannelSelection, ChannelSelectionError, canonical_name, channel_notes,
+                                 check_previous_selection, common_channels, resolve_channels, selection_from_plans)
 from blogrr_nnu.raw_dataset import RawCase
 from blogrr_nnu.verify import verify_dataset
 from conftest import write_tiny_dataset
@@ -99,3 +99,11 @@ def test_replanning_with_other_channels_needs_overwrite(tmp_path):
     check_previous_selection(plans, resolve_channels(dj, ["T1"]), overwrite=True)
     shutil.rmtree(tmp_path)
     check_previous_selection(plans, resolve_channels(dj, ["T1"]), overwrite=False)  # nothing planned yet
+
+
+def test_channel_notes_warn_about_missing_flair_and_t1():
+    assert channel_notes(["T1", "T2", "FLAIR"]) == []
+    (flair,) = channel_notes(["T1w", "T2"])
+    assert flair.startswith("no FLAIR channel") and "0.13 with T1 T2" in flair
+    notes = channel_notes(["T2", "t2f"])
+    assert len(notes) == 1 and notes[0].startswith("no T1 channel: registration to the T1 template uses T2")

@@ -102,6 +102,7 @@ def test_plan_train_predict_with_the_common_channels(converted, tmp_path, capsys
     err = capsys.readouterr().err
     assert "--channels T1 T2" in err and len(err.strip().splitlines()) == 1
     assert plan_main(base + ["--channels", "T1", "T2"]) == 0
+    assert "channels: T1 T2\nnote: no FLAIR channel" in capsys.readouterr().out
     plans = json.loads((tmp_path / "pre" / DATASET / "blogrr_plans.json").read_text())
     assert plans["channels"]["names"] == ["T1", "T2"]
     assert plans["channels"]["tumor_indices"] == [0, 2] and plans["channels"]["healthy_indices"] == [0, 1]

@@ -55,7 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     except (DatasetNotFoundError, ValueError, FileNotFoundError) as exc:
         print(f"blogrr_plan_and_preprocess: {exc}", file=sys.stderr)
         return 2
-    print(summary_table(load_plans(out)))
+    plans = load_plans(out)
+    print(summary_table(plans))
+    from blogrr_nnu.channels import channel_notes
+
+    if "channels" in plans:
+        print(f"\nchannels: {' '.join(plans['channels']['names'])}")
+        for note in channel_notes(plans["channels"]["names"]):
+            print(f"note: {note}")
     print(f"\npreprocessed data and plans: {out}")
     return 0
 
