@@ -26,10 +26,11 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
-from blogrr_nnu.image_io import Geometry, array_to_sitk, sitk_to_array, write_image
+from blogrr_nnu.image_io import Geometry, write_image
 from blogrr_nnu.phantom.cases import PhantomCase, generate_case
 from blogrr_nnu.phantom.contrast import CHANNELS
 from blogrr_nnu.phantom.head import HEAD_MARGIN_MM, add_head
+from blogrr_nnu.phantom.template import resample_to
 
 logger = logging.getLogger(__name__)
 
@@ -46,13 +47,6 @@ def brats_geometry(spacing: float, centre: np.ndarray) -> Geometry:
     shape = tuple(int(round(f / spacing)) for f in BRATS_FOV_MM)
     origin = np.asarray(centre, float) - (np.asarray(shape) - 1) / 2.0 * spacing
     return Geometry((float(spacing),) * 3, tuple(origin.tolist()), (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0), shape)
-
-
-def _resample(array: np.ndarray, src: Geometry, dst: Geometry, nearest: bool = False) -> np.ndarray:
-    ref = dst.apply_to(sitk.Image([int(s) for s in dst.shape], sitk.sitkFloat32))
-    interp = sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear
-    return sitk_to_array(sitk.Resample(array_to_sitk(array.astype(np.float32), src), ref, sitk.Transform(), interp,
-                                       0.0, sitk.sitkFloat32))
 
 
 def brain_centre(case: PhantomCase) -> np.ndarray:
@@ -101,8 +95,10 @@ def write_brats_layout(folder: str | Path, n_cases: int, *, spacing: float = 1.0
         case = generate_case(seed, "tumor", i, spacing)
         cid = fmt.format(i=i)
         geo = brats_geometry(spacing, brain_centre(case))
-        t1, t2, flair = (_resample(case.images[c], case.geometry, geo) for c in range(len(CHANNELS)))
-        label = sub_regions(_resample(case.label, case.geometry, geo, nearest=True) > 0.5, spacing, ENHANCING[naming])
+        t1, t2, flair = (resample_to(case.images[c].astype(np.float32), case.geometry, geo)
+                         for c in range(len(CHANNELS)))
+        whole = resample_to(case.label, case.geometry, geo, sitk.sitkNearestNeighbor) > 0.5
+        label = sub_regions(whole, spacing, ENHANCING[naming])
         t1ce = t1 * np.where(label == ENHANCING[naming], 1.8, 1.0)  # contrast uptake of the enhancing rim
         out = Path(folder) / cid
         for suffix, img in zip(suffixes, (t1, t1ce, t2, flair)):
@@ -136,7 +132,7 @@ def write_healthy_layout(folder: str | Path, n_cases: int, *, spacing: float = 1
         idx = [CHANNELS.index("T1" if c == "T1ce" else c) for c in channels]
         if brats_grid:
             geo = brats_geometry(spacing, brain_centre(case))
-            images = np.stack([_resample(case.images[k], g, geo) for k in idx])
+            images = np.stack([resample_to(case.images[k].astype(np.float32), g, geo) for k in idx])
         else:
             images = np.pad(case.images[idx].astype(np.float32), [(0, 0)] + [(margin, margin)] * 3)
             origin = np.asarray(g.origin) - np.asarray(g.direction).reshape(3, 3) @ np.full(3, margin * spacing)

@@ -80,7 +80,8 @@ def _horn_maps(hammers: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, np.
     return caps.astype(np.float32), rim.astype(np.float32)
 
 
-def _resample_to(array: np.ndarray, src: Geometry, dst: Geometry, interpolator=sitk.sitkLinear) -> np.ndarray:
+def resample_to(array: np.ndarray, src: Geometry, dst: Geometry, interpolator=sitk.sitkLinear) -> np.ndarray:
+    """``array`` on grid ``src`` resampled onto grid ``dst`` (world coordinates, identity transform, 0 outside)."""
     ref = sitk.Image([int(s) for s in dst.shape], sitk.sitkUInt8)
     dst.apply_to(ref)
     out = sitk.Resample(array_to_sitk(array, src), ref, sitk.Transform(), interpolator, 0.0)
@@ -120,8 +121,8 @@ def template_model(smooth_mm: float = 0.0) -> TemplateModel:
 
     hammers, hgeo = atlas.load_hammers()
     caps_h, rim_h = _horn_maps(hammers, hgeo)
-    caps = _resample_to(caps_h, hgeo, geo)
-    rim = _resample_to(rim_h, hgeo, geo)
+    caps = resample_to(caps_h, hgeo, geo)
+    rim = resample_to(rim_h, hgeo, geo)
 
     stack = np.stack([gm, wm, csf, mask.astype(np.float64), t1, caps, rim]).astype(np.float32)
     if smooth_mm > 0:
