@@ -148,8 +148,9 @@ def check_case(case: RawCase, n_channels: int, file_ending: str) -> list[Problem
             if nonzero_ml > MAX_BRAIN_ML:
                 problems.append(Problem(str(path), f"does not look skull-stripped ({nonzero_ml:.0f} ml of non-zero voxels; "
                                         "a brain is ~1000-1700 ml)",
-                                        "skull-strip the case first (e.g. deepbet, HD-BET or SynthStrip) and set "
-                                        "voxels outside the brain to 0"))
+                                        "skull-strip the case first and set voxels outside the brain to 0 (e.g. "
+                                        "blogrr_convert_brats --brain_extraction for healthy scans, or deepbet / "
+                                        "HD-BET / SynthStrip)"))
         if ref_geo is None:
             ref_geo, ref_path = geo, path
         elif not geo.close_to(ref_geo):
