@@ -44,7 +44,8 @@ def spacing_xyz(plans: dict, configuration: str) -> tuple[float, float, float]:
 
 def plan_and_preprocess(dataset: str | int, configurations: list[str] | None = None, *, num_processes: int = 1,
                         gpu_memory_target_gb: float = 8.0, overwrite: bool = False, raw: str | None = None,
-                        preprocessed: str | None = None, seed: int = 0, channels: list[str] | None = None) -> Path:
+                        preprocessed: str | None = None, seed: int = 0, channels: list[str] | None = None,
+                        fusion_margin_mm: float | None = None) -> Path:
     """Run the whole first stage; returns the dataset's preprocessed folder.
 
     Args:
@@ -58,6 +59,8 @@ def plan_and_preprocess(dataset: str | int, configurations: list[str] | None = N
         seed: registration sampling seed.
         channels: channel names the model uses (``None``: all; needed when healthy and tumour scans
             have different channels, see :mod:`blogrr_nnu.channels`); stored as ``plans["channels"]``.
+        fusion_margin_mm: growth of the report region for the fused pseudo-label (default
+            :data:`blogrr_nnu.gmm.DEFAULT_FUSION_MARGIN_MM`; docs/pseudo_labels.md says how it was chosen).
 
     Raises:
         DatasetVerificationError: the raw dataset has errors (nothing is written).
@@ -74,9 +77,11 @@ def plan_and_preprocess(dataset: str | int, configurations: list[str] | None = N
     atomic_write(out / "dataset.json", lambda tmp: Path(tmp).write_text(json.dumps(dj, indent=1)))
 
     cases = {role: [selection.select(c) for c in cs] for role, cs in result.cases.items()}
+    # Test cases (imagesTs/, labelsTs/) are never read here: planning, preprocessing and every pseudo-label see
+    # training cases only, so no training or pseudo-labelling code path can reach a test label. The predictor
+    # and the benchmark read test scans from the raw folder.
     train = cases["healthy"] + cases["tumor"]
-    test_labelled = [c for c in cases["test"] if c.label is not None]
-    fingerprint = extract_fingerprint(train + test_labelled, dj["channel_names"], out / "registration",
+    fingerprint = extract_fingerprint(train, dj["channel_names"], out / "registration",
                                       out / "dataset_fingerprint.json", num_processes=num_processes, seed=seed,
                                       overwrite=overwrite)
     planner = BlogrrPlanner(raw_folder.name, dj, fingerprint, out, gpu_memory_target_gb)
@@ -91,13 +96,17 @@ def plan_and_preprocess(dataset: str | int, configurations: list[str] | None = N
     targets = [ConfigTarget(c, out / plans["configurations"][c]["data_identifier"], spacing_xyz(plans, c),
                             list(plans["configurations"][c]["patch_size"])) for c in wanted]
     registrations = {c.case_id: json.loads((out / "registration" / f"{c.case_id}.json").read_text())
-                     for c in train + test_labelled}
-    status = preprocess_dataset(train + test_labelled, registrations, targets, plans["transpose_forward"],
+                     for c in train}
+    status = preprocess_dataset(train, registrations, targets, plans["transpose_forward"],
                                 num_processes=num_processes, overwrite=overwrite)
+    from blogrr_nnu.gmm import DEFAULT_FUSION_MARGIN_MM
     from blogrr_nnu.pseudo_labels import add_image_pseudo_labels
 
+    margin = DEFAULT_FUSION_MARGIN_MM if fusion_margin_mm is None else float(fusion_margin_mm)
+
     for t in targets:  # second pass: needs every healthy case of the configuration (blogrr_nnu/pseudo_labels.py)
-        add_image_pseudo_labels(t.folder, t.patch_size, num_processes=num_processes, overwrite=overwrite, seed=seed)
+        add_image_pseudo_labels(t.folder, t.patch_size, num_processes=num_processes, overwrite=overwrite, seed=seed,
+                                fusion_margin_mm=margin)
     done = sum(v == "done" for s in status.values() for v in s.values() if isinstance(v, str))
     logger.info("preprocessed %d case-configuration(s) into %s", done, out)
     return out

@@ -112,8 +112,8 @@ def extract_fingerprint(cases: list[RawCase], channel_names: dict[str, str], reg
     """Fingerprint a dataset and write it as human-readable JSON (atomically).
 
     Args:
-        cases: healthy and tumour training cases (test cases may be included; they do not enter the
-            dataset-level statistics).
+        cases: healthy and tumour training cases (``plan_and_preprocess`` never passes test cases; any that
+            are given stay out of the dataset-level statistics).
         channel_names: ``dataset.json['channel_names']``.
         registration_dir: where ``<case>.json`` registrations are written / reused.
         output_file: the fingerprint JSON.

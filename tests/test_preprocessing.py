@@ -41,12 +41,13 @@ def test_outputs_and_fingerprint(prepared):
     raw, out = prepared
     plans = load_plans(out)
     fp = json.loads((out / "dataset_fingerprint.json").read_text())
-    # 3 healthy + 2 tumour in the statistics; the labelled test case is registered and preprocessed too
-    assert len(fp["spacings"]) == 5 and len(fp["cases"]) == 6
+    # 3 healthy + 2 tumour; the test case (with its label) is never read by planning or preprocessing
+    assert len(fp["spacings"]) == 5 and len(fp["cases"]) == 5
+    assert not (out / "registration" / "test_000.json").exists()
     assert fp["registration_quality"]["brain_dice_min"] >= 0.85
     folder = out / plans["configurations"][CONFIG]["data_identifier"]
     ids = sorted(p.name[:-4] for p in folder.glob("*.pkl"))
-    assert ids == ["healthy_000", "healthy_001", "healthy_002", "test_000", "tumor_000", "tumor_001"]
+    assert ids == ["healthy_000", "healthy_001", "healthy_002", "tumor_000", "tumor_001"]
     assert not (folder / ".tmp").exists()
 
 
@@ -54,7 +55,7 @@ def test_label_round_trip_to_native(prepared):
     raw, out = prepared
     plans = load_plans(out)
     folder = out / plans["configurations"][CONFIG]["data_identifier"]
-    for cid, lab_dir in (("tumor_000", "labelsTrTumor"), ("tumor_001", "labelsTrTumor"), ("test_000", "labelsTs")):
+    for cid, lab_dir in (("tumor_000", "labelsTrTumor"), ("tumor_001", "labelsTrTumor")):
         _, seg, props = _load(folder, cid)
         space = CaseSpace.from_dict(props["case_space"])
         native, geo = read_image(raw / lab_dir / f"{cid}.nii.gz")
@@ -141,7 +142,7 @@ def test_second_pass_adds_gmm_and_fused_pseudo_labels(prepared):
     folder = out / load_plans(out)["configurations"][CONFIG]["data_identifier"]
     assert (folder / MODEL_FILE).is_file()
     idx = {n: SEG_CHANNELS.index(n) for n in SEG_CHANNELS}
-    for cid in ("tumor_000", "tumor_001", "test_000"):
+    for cid in ("tumor_000", "tumor_001"):
         _, seg, props = _load(folder, cid)
         lesion, report, gmm, fused = (seg[idx[n]] > 0 for n in ("label", "pseudo_report", "pseudo_gmm", "pseudo_fused"))
         assert props["image_pseudo_labels"]
@@ -156,4 +157,4 @@ def test_second_pass_adds_gmm_and_fused_pseudo_labels(prepared):
     # idempotent: a second call skips every case
     assert set(add_image_pseudo_labels(folder, [48, 48, 56]).values()) == {"skipped"}
     q = quality(folder)
-    assert q["summary"]["fused"]["n"] == 3 and q["summary"]["fused"]["mean"] > q["summary"]["report"]["mean"]
+    assert q["summary"]["fused"]["n"] == 2 and q["summary"]["fused"]["mean"] > q["summary"]["report"]["mean"]
