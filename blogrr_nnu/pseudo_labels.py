@@ -53,8 +53,10 @@ def read_case(folder: Path, case_id: str) -> tuple[np.ndarray, np.ndarray, dict]
     return np.asarray(data, np.float32), seg, props
 
 
-def healthy_model(folder: Path, healthy: list[str], overwrite: bool = False, seed: int = 0) -> tuple[G.HealthyModel, str]:
-    """Load or fit the configuration's healthy intensity model; returns it and a short hash of it."""
+def healthy_model(folder: Path, healthy: list[str], overwrite: bool = False, seed: int = 0,
+                  fusion_margin_mm: float = G.DEFAULT_FUSION_MARGIN_MM) -> tuple[G.HealthyModel, str]:
+    """Load or fit the configuration's healthy intensity model; returns it and a short hash of it and the margin
+    (a case whose labels were made with another model or margin is redone)."""
     path = folder / MODEL_FILE
     if path.is_file() and not overwrite:
         d = json.loads(path.read_text())
@@ -69,12 +71,13 @@ def healthy_model(folder: Path, healthy: list[str], overwrite: bool = False, see
         d = G.fit_healthy_model(np.concatenate(samples), seed=seed).to_dict()
         d["healthy_cases"] = len(healthy)
         atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(d, indent=1)))
-    digest = hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+    key = json.dumps(d, sort_keys=True) + f"|fusion_margin_mm={float(fusion_margin_mm)}"
+    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
     return G.HealthyModel.from_dict(d), digest
 
 
 def _one(args) -> tuple[str, str]:
-    folder, case_id, model_dict, digest, patch, overwrite = args
+    folder, case_id, model_dict, digest, patch, overwrite, margin = args
     data, seg, props = read_case(folder, case_id)
     if props.get("image_pseudo_labels") == digest and not overwrite:
         return case_id, "skipped"
@@ -86,7 +89,8 @@ def _one(args) -> tuple[str, str]:
         atyp = G.atypicality_map(data, brain, model)
         report = seg[SEG_CHANNELS.index("pseudo_report")] if props.get("has_report_pseudo_label") else None
         size = (props.get("report") or {}).get("size_mm")
-        fused, finfo = G.fuse_report_and_image(report, gmm, atyp, spacing, G.ellipsoid_volume_ml(size), brain=brain)
+        fused, finfo = G.fuse_report_and_image(report, gmm, atyp, spacing, G.ellipsoid_volume_ml(size), brain=brain,
+                                               margin_mm=margin)
         if report is None and props["role"] == "tumor":
             logger.info("%s: no report region; its fused pseudo-label is the GMM label", case_id)
         seg[SEG_CHANNELS.index("pseudo_gmm")] = gmm
@@ -98,16 +102,22 @@ def _one(args) -> tuple[str, str]:
 
 
 def add_image_pseudo_labels(folder: str | Path, patch_size, *, num_processes: int = 1, overwrite: bool = False,
-                            seed: int = 0) -> dict[str, str]:
+                            seed: int = 0, fusion_margin_mm: float = G.DEFAULT_FUSION_MARGIN_MM) -> dict[str, str]:
     """Fit (or load) the healthy model of a configuration folder and write GMM / fused labels of every case.
+
+    Args:
+        fusion_margin_mm: growth of the report region for the fused label (:func:`blogrr_nnu.gmm.fuse_report_and_image`).
 
     Returns:
         case id -> ``"done"`` or ``"skipped"``.
     """
     folder = Path(folder)
+    if fusion_margin_mm < 0:
+        raise ValueError(f"the fusion margin must be >= 0 mm, got {fusion_margin_mm}")
     roles = case_roles(folder)
-    model, digest = healthy_model(folder, [k for k, r in roles.items() if r == "healthy"], overwrite, seed)
-    jobs = [(folder, k, model.to_dict(), digest, list(patch_size), overwrite) for k in roles]
+    model, digest = healthy_model(folder, [k for k, r in roles.items() if r == "healthy"], overwrite, seed,
+                                  fusion_margin_mm)
+    jobs = [(folder, k, model.to_dict(), digest, list(patch_size), overwrite, float(fusion_margin_mm)) for k in roles]
     try:
         return _run(jobs, num_processes)
     finally:
@@ -119,6 +129,43 @@ def _run(jobs: list, num_processes: int) -> dict[str, str]:
         with process_pool(num_processes) as pool:
             return dict(tqdm(pool.map(_one, jobs), total=len(jobs), desc="GMM / fused pseudo-labels"))
     return dict(_one(j) for j in tqdm(jobs, desc="GMM / fused pseudo-labels"))
+
+
+def _dice(p: np.ndarray, ref: np.ndarray) -> float:
+    denom = p.sum() + ref.sum()
+    return float(2 * np.logical_and(p, ref).sum() / denom) if denom else 1.0
+
+
+def margin_sweep(folder: str | Path, case_ids: list[str], margins: list[float]) -> dict:
+    """Dice against the label of the fused pseudo-label made with each margin, on the given (labelled) cases.
+
+    Nothing is written. Meant for the fold's tumour *training* cases (``blogrr_pseudo_labels --margin_sweep``):
+    the margin is the one constant of the fused label chosen with labels, so it must never see a test label.
+
+    Returns:
+        ``{"margins", "mean_dice" (per margin), "cases": [{case_id, dice: [...]}], "best_margin"}``.
+    """
+    folder = Path(folder)
+    model = G.HealthyModel.from_dict(json.loads((folder / MODEL_FILE).read_text()))
+    rows = []
+    for cid in case_ids:
+        data, seg, props = read_case(folder, cid)
+        label = seg[SEG_CHANNELS.index("label")]
+        if (label < 0).all():
+            continue
+        brain, spacing = seg[0] > 0, props["spacing"]
+        gmm = seg[SEG_CHANNELS.index("pseudo_gmm")] > 0
+        atyp = G.atypicality_map(data, brain, model)
+        report = seg[SEG_CHANNELS.index("pseudo_report")] if props.get("has_report_pseudo_label") else None
+        volume = G.ellipsoid_volume_ml((props.get("report") or {}).get("size_mm"))
+        dice = [_dice(G.fuse_report_and_image(report, gmm, atyp, spacing, volume, margin_mm=m, brain=brain)[0] > 0,
+                      label > 0) for m in margins]
+        rows.append({"case_id": cid, "dice": dice})
+    if not rows:
+        raise ValueError(f"{folder}: none of the {len(case_ids)} case(s) has a label; the sweep needs labelsTrTumor/")
+    mean = [float(np.mean([r["dice"][i] for r in rows])) for i in range(len(margins))]
+    return {"margins": [float(m) for m in margins], "mean_dice": mean, "cases": rows,
+            "best_margin": float(margins[int(np.argmax(mean))])}
 
 
 def quality(folder: str | Path) -> dict:
@@ -140,9 +187,7 @@ def quality(folder: str | Path) -> dict:
         row = {"case_id": case_id, "role": role,
                "label_ml": float(ref.sum() * np.prod(props["spacing"]) / 1000.0)}
         for name, channel in SOURCES.items():
-            p = seg[SEG_CHANNELS.index(channel)] > 0
-            denom = p.sum() + ref.sum()
-            row[name] = float(2 * np.logical_and(p, ref).sum() / denom) if denom else 1.0
+            row[name] = _dice(seg[SEG_CHANNELS.index(channel)] > 0, ref)
         rows.append(row)
     summary = {s: {"mean": float(np.mean([r[s] for r in rows])) if rows else float("nan"),
                    "std": float(np.std([r[s] for r in rows])) if rows else float("nan"), "n": len(rows)}

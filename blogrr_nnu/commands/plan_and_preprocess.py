@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--raw", default=None, help="raw root (default: $BLOGRR_raw, $nnUNet_raw, ./blogrr_data/raw)")
     parser.add_argument("--preprocessed", default=None, help="preprocessed root (default: $BLOGRR_preprocessed, ...)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the registration sampling (default 0)")
+    parser.add_argument("--fusion_margin_mm", type=float, default=None,
+                        help="growth of the report region for the fused pseudo-label (default 12; chosen on training "
+                        "labels only, docs/pseudo_labels.md; sweep it with blogrr_pseudo_labels --margin_sweep)")
     return parser
 
 
@@ -48,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         out = plan_and_preprocess(args.dataset, args.configurations, num_processes=max(1, args.num_processes),
                                   gpu_memory_target_gb=args.gpu_memory_target, overwrite=args.overwrite,
                                   raw=args.raw, preprocessed=args.preprocessed, seed=args.seed,
-                                  channels=args.channels)
+                                  channels=args.channels, fusion_margin_mm=args.fusion_margin_mm)
     except DatasetVerificationError as exc:
         print(f"blogrr_plan_and_preprocess: the dataset has errors, nothing was written:\n{exc}", file=sys.stderr)
         return 1

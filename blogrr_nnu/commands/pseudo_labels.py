@@ -15,7 +15,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(blogrr_plan_and_preprocess makes them; this also brings older preprocessed data up to date) and print "
         "the Dice of the report, GMM and fused pseudo-labels against the ground truth where it exists.",
         epilog="examples:\n  blogrr_pseudo_labels -d 501\n  blogrr_pseudo_labels -d 501 -c 2d_cpu -o quality.json\n"
-        "  blogrr_pseudo_labels -d 501 --overwrite   # refit the healthy model and redo every case",
+        "  blogrr_pseudo_labels -d 501 --overwrite   # refit the healthy model and redo every case\n"
+        "  blogrr_pseudo_labels -d 501 --fusion_margin_mm 18   # fused labels with another margin\n"
+        "  blogrr_pseudo_labels -d 501 --margin_sweep 0 6 12 18 24 -f 0   # fused Dice per margin, fold 0's training "
+        "cases only",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-d", "--dataset", required=True, help="dataset id, folder name or name")
@@ -23,6 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-np", "--num_processes", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--overwrite", action="store_true", help="refit the healthy intensity model, redo every case")
     parser.add_argument("-o", "--output", default=None, help="also write per-case Dice and the summary as JSON")
+    parser.add_argument("--fusion_margin_mm", type=float, default=None,
+                        help="growth of the report region for the fused label (default 12, docs/pseudo_labels.md)")
+    parser.add_argument("--margin_sweep", type=float, nargs="+", default=None, metavar="MM",
+                        help="print the fused label's Dice against the labels of the fold's tumour TRAINING cases for "
+                        "each margin (writes nothing; test cases are never read)")
+    parser.add_argument("-f", "--fold", default="0", help="fold whose training cases the sweep uses (default 0)")
     parser.add_argument("--preprocessed", default=None, help="preprocessed root (default $BLOGRR_preprocessed ...)")
     return parser
 
@@ -47,8 +56,14 @@ def main(argv: list[str] | None = None) -> int:
         data = folder / plans["configurations"][config]["data_identifier"]
         if not any(data.glob("*.pkl")):
             raise FileNotFoundError(f"{data}: nothing preprocessed; run blogrr_plan_and_preprocess -d {folder.name} -c {config}")
+        if args.margin_sweep:
+            return _sweep(data, folder, args)
+        from blogrr_nnu.gmm import DEFAULT_FUSION_MARGIN_MM
+
         add_image_pseudo_labels(data, plans["configurations"][config]["patch_size"],
-                                num_processes=max(1, args.num_processes), overwrite=args.overwrite)
+                                num_processes=max(1, args.num_processes), overwrite=args.overwrite,
+                                fusion_margin_mm=DEFAULT_FUSION_MARGIN_MM if args.fusion_margin_mm is None
+                                else args.fusion_margin_mm)
     except (DatasetNotFoundError, ValueError, FileNotFoundError) as exc:
         print(f"blogrr_pseudo_labels: {exc}", file=sys.stderr)
         return 2
@@ -56,6 +71,27 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{folder.name} {config}: pseudo-labels vs ground truth ({result['summary']['report']['n']} cases with labels)")
     print(quality_table(result))
     if args.output:
+        atomic_write(args.output, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
+        print(f"written: {args.output}")
+    return 0
+
+
+def _sweep(data, folder, args) -> int:
+    """``--margin_sweep``: fused Dice per margin on the fold's tumour training cases."""
+    from blogrr_nnu.pseudo_labels import margin_sweep
+    from blogrr_nnu.trainers.splits import case_roles, fold_keys, load_or_create_splits
+
+    keys = fold_keys(load_or_create_splits(folder, data), args.fold, case_roles(data))["tumor_train"]
+    result = margin_sweep(data, keys, args.margin_sweep)
+    print(f"{folder.name}: fused pseudo-label vs label on the {len(result['cases'])} labelled tumour training cases "
+          f"of fold {args.fold} (no test case)")
+    print("| margin (mm) | fused Dice (mean) |\n|---|---|")
+    for m, d in zip(result["margins"], result["mean_dice"]):
+        print(f"| {m:g} | {d:.3f} |")
+    print(f"best: {result['best_margin']:g} mm")
+    if args.output:
+        from blogrr_nnu.image_io import atomic_write
+
         atomic_write(args.output, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
         print(f"written: {args.output}")
     return 0
