@@ -121,7 +121,11 @@ def quality_dataset(tmp_path_factory) -> Path:
 
 def test_quality_right_frontal(quality_dataset: Path, tmp_path: Path, capsys) -> None:
     out_json = tmp_path / "q.json"
-    argv = ["-d", "980", "--raw", str(quality_dataset.parent), "-np", "2", "-o", str(out_json), "-q"]
+    train_only = tmp_path / "train.json"
+    assert report_quality.main(["-d", "980", "--raw", str(quality_dataset.parent), "-o", str(train_only), "-q"]) == 0
+    # by default only training cases are scored: test labels never guide a choice
+    assert {r["case"] for r in json.loads(train_only.read_text())["cases"]} == {"tumor_000", "tumor_001"}
+    argv = ["-d", "980", "--raw", str(quality_dataset.parent), "-np", "2", "-o", str(out_json), "-q", "--include_test"]
     assert report_quality.main(argv) == 0
     result = json.loads(out_json.read_text())
     rows = {r["case"]: r for r in result["cases"]}
@@ -170,7 +174,8 @@ def test_quality_wrong_side_and_no_site(quality_dataset: Path, tmp_path: Path, c
     (folder / "reportsTr" / "tumor_000.txt").write_text("A 4 cm mass in the left frontal lobe.", encoding="utf-8")
     (folder / "reportsTr" / "tumor_001.txt").write_text(NO_SITE, encoding="utf-8")
     out_json = tmp_path / "q.json"
-    assert report_quality.main(["-d", folder.name, "--raw", str(tmp_path), "-o", str(out_json), "-q"]) == 0
+    assert report_quality.main(["-d", folder.name, "--raw", str(tmp_path), "-o", str(out_json), "-q",
+                                "--include_test"]) == 0
     rows = {r["case"]: r for r in json.loads(out_json.read_text())["cases"]}
     assert rows["tumor_000"]["sites"] == {"frontal": "left"}
     assert rows["tumor_000"]["coverage"] < 0.05 and rows["tumor_000"]["dice"] < 0.05

@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{DEFAULT_EXTENT} with -d, both with --corpus")
     parser.add_argument("--details", action="store_true",
                         help="with --corpus: also list every report with Dice < 0.9 or a side error")
+    parser.add_argument("--include_test", action="store_true",
+                        help="-d: also score the test cases (imagesTs + reportsTs + labelsTs). Off by default: a number "
+                        "that guides a choice (e.g. the pseudo-label extent) must come from training labels only")
     parser.add_argument("--raw", default=None, help="raw root folder (default: $BLOGRR_raw, $nnUNet_raw, ./blogrr_data/raw)")
     parser.add_argument("-np", "--num_processes", type=int, default=1, help="cases scored in parallel (default 1)")
     parser.add_argument("-o", "--output", default=None, help="write per-case results and the summary to this JSON file")
@@ -114,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         folder = resolve_dataset(args.dataset, raw_root(args.raw))
         result = dataset_quality(folder, num_processes=args.num_processes, dilate_mm=args.dilate_mm,
-                                 seed=args.seed, progress=not args.quiet, extent=args.extent or DEFAULT_EXTENT)
+                                 seed=args.seed, progress=not args.quiet, extent=args.extent or DEFAULT_EXTENT,
+                                 splits=("tumor", "test") if args.include_test else ("tumor",))
     except (DatasetNotFoundError, DatasetJsonError, ValueError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2

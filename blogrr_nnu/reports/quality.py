@@ -158,7 +158,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def dataset_quality(folder: str | Path, *, num_processes: int = 1, dilate_mm: float = 0.0, seed: int = DEFAULT_SEED,
-                    progress: bool = True, extent: str = DEFAULT_EXTENT) -> dict[str, Any]:
+                    progress: bool = True, extent: str = DEFAULT_EXTENT,
+                    splits: tuple[str, ...] = ("tumor",)) -> dict[str, Any]:
     """Score the report pseudo-labels of every case with image, report and label in a raw dataset.
 
     Args:
@@ -168,6 +169,8 @@ def dataset_quality(folder: str | Path, *, num_processes: int = 1, dilate_mm: fl
         seed: registration seed (same non-zero seed, same numbers; 0 means "wall clock" to SimpleITK).
         progress: show a progress bar.
         extent: pseudo-label extent, ``whole_tumour`` or ``lesion`` (:mod:`blogrr_nnu.reports.roles`).
+        splits: which of :data:`SPLITS` to score (default: tumour training cases only; ``"test"`` reads test labels,
+            which must never guide a choice).
 
     Returns:
         ``{"dataset": str, "registration_channel": int, "dilate_mm", "seed", "extent", "cases": [per-case dicts of
@@ -182,10 +185,15 @@ def dataset_quality(folder: str | Path, *, num_processes: int = 1, dilate_mm: fl
     dj = load_dataset_json(folder)
     reg_channel = registration_channel(dj["channel_names"])
     cases_by_role, _ = list_cases(folder, dj)
-    cases = [c for role in SPLITS for c in cases_by_role.get(role, []) if c.report is not None and c.label is not None]
+    unknown = set(splits) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"unknown split(s) {sorted(unknown)}; choose from {', '.join(SPLITS)}")
+    cases = [c for role in splits for c in cases_by_role.get(role, []) if c.report is not None and c.label is not None]
     if not cases:
         raise ValueError(f"{folder}: no case has an image, a report and a ground-truth label "
-                         f"(imagesTrTumor + reportsTr + labelsTrTumor, or imagesTs + reportsTs + labelsTs)")
+                         f"(imagesTrTumor + reportsTr + labelsTrTumor"
+                         + (", or imagesTs + reportsTs + labelsTs)" if "test" in splits else "; --include_test adds "
+                            "imagesTs + reportsTs + labelsTs)"))
     logger.info("scoring %d case(s), registration channel %d (%s)", len(cases), reg_channel,
                 dj["channel_names"][str(reg_channel)])
     jobs = [(c, reg_channel, float(dilate_mm), int(seed), extent) for c in cases]
