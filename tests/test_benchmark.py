@@ -92,9 +92,10 @@ def _rows(md):
 def test_quick_table_equals_blogrr_evaluate_on_the_same_masks(quick_run, tmp_path):
     root, md, _ = quick_run
     rows = _rows(md)
-    expected = {"blogrr", "blogrr_gmm", "blogrr_fused", "dae_sb_p99", "dae_sb_p95", "dae_sb_fpr1", "dae_sb_fpr5",
-                "dae_ub", "dae_oracle_case", "blogrr_oracle_case", "cgc", "cgc_fused", "supervised", "gmm",
-                "intensity_flair_ub", "intensity_flair_oracle_case", "intensity_flair_sb_p99"}
+    expected = {"blogrr", "blogrr_gmm", "blogrr_fused", "blogrr_reference", "dae_sb_p99", "dae_sb_p95", "dae_sb_fpr1",
+                "dae_sb_fpr5", "dae_ub", "dae_oracle_case", "blogrr_oracle_case", "blogrr_reference_oracle_case", "cgc",
+                "cgc_fused", "supervised", "supervised_10x", "gmm", "intensity_flair_ub", "intensity_flair_oracle_case",
+                "intensity_flair_sb_p99"}
     assert expected <= set(rows)
     text = md.read_text()
     for key, row in rows.items():
@@ -111,7 +112,20 @@ def test_quick_table_equals_blogrr_evaluate_on_the_same_masks(quick_run, tmp_pat
         assert any(f"`{key}`" in line and shown in line for line in text.splitlines()), key
     # hand-written text around the generated block is kept; the old block is replaced
     assert "Hand-written reading above." in text and "Hand-written text below." in text and "\nold\n" not in text
-    assert md.with_name("bench_sensitivity.png").stat().st_size > 10_000
+    # the plot: two panels (reconstruction maps, intensities) at 110 dpi, a curve in each family's colour
+    import matplotlib.image as mpimg
+    from matplotlib.colors import to_rgb
+
+    img = mpimg.imread(md.with_name("bench_sensitivity.png"))[..., :3]
+    assert img.shape[:2] == (round(4.8 * 110), round(2 * 6.5 * 110))
+    data = json.loads(md.with_suffix(".json").read_text())["result"]
+    n_recon = sum(not c["group"].startswith("intensity") for c in data["curves"])
+    import matplotlib.pyplot as plt
+
+    with plt.style.context("default"):  # as the plot is drawn (nnU-Net restyles matplotlib process-wide)
+        colours = [to_rgb(f"C{i}") for i in range(n_recon)]
+    for i, rgb in enumerate(colours):
+        assert (np.abs(img - np.asarray(rgb)).max(-1) < 0.05).sum() > 50, f"no curve in colour C{i}"
 
 
 def test_quick_oracle_rows_dominate_their_twins(quick_run):
@@ -132,13 +146,30 @@ def test_quick_oracle_rows_dominate_their_twins(quick_run):
         i = int(np.argmin(np.abs(np.asarray(curve["thresholds"]) - curve["ub"])))
         assert curve["mean_dice"][i] == pytest.approx(rows[f"{curve['group']}_ub"]["summary"]["dice"]["mean"],
                                                       abs=1e-12)
-    # how much BLOGRR's tau adapts: ranges of its learned and of the per-case oracle taus, as the table shows
+    # how much BLOGRR's tau adapts, recomputed from the files a user has: the predictor's per-case tau (its JSON)
+    # and every case's best threshold found by thresholding the written native map against the label
+    from scipy.stats import spearmanr
+
+    from blogrr_nnu.image_io import read_image
+
     derived = json.loads(md.with_suffix(".json").read_text())["derived"]
+    raw = root / "raw" / DATASET
+    work = root / "res" / DATASET / "benchmark" / "quick" / "3d_cpu_fold0" / "predictions"
     for f in derived["fractions"]:
-        learned = next(c for c in data["curves"] if c["group"] == f["key"])["learned_taus"]
-        oracle = [rows[f"{f['key']}_oracle_case"]["taus"][c] for c in data["test_cases"]]
-        assert f["learned_tau_range"] == pytest.approx([min(learned), max(learned)])
-        assert f["oracle_tau_range"] == pytest.approx([min(oracle), max(oracle)])
+        pred = work / f["key"] / "anomaly_maps"
+        grid = next(c for c in data["curves"] if c["group"] == f["key"])["thresholds"]
+        learned, oracle = [], []
+        for case in data["test_cases"]:
+            learned.append(json.loads((pred / f"{case}.json").read_text())["tau"])
+            amap = read_image(pred / f"{case}_anomaly.nii.gz")[0]
+            brain = np.any(np.stack([read_image(p)[0] != 0 for p in (raw / "imagesTs").glob(f"{case}_*.nii.gz")]), 0)
+            label = read_image(raw / "labelsTs" / f"{case}.nii.gz")[0] > 0
+            dice = [_brute_dice(np.where(brain, amap, -np.inf), label, t) for t in grid]
+            oracle.append(grid[int(np.argmax(dice))])
+        assert f["learned_tau_range"] == pytest.approx([min(learned), max(learned)], abs=1e-6)
+        assert f["oracle_tau_range"] == pytest.approx([min(oracle), max(oracle)], abs=1e-9)
+        if f.get("spearman_learned_vs_oracle") is not None:
+            assert f["spearman_learned_vs_oracle"] == pytest.approx(spearmanr(learned, oracle).statistic, abs=1e-9)
     assert rows["dae_ub"]["taus"][data["test_cases"][0]] == pytest.approx(
         next(c for c in data["curves"] if c["group"] == "dae")["ub"])
 
@@ -179,3 +210,34 @@ def test_intensity_baseline_channels_are_found_by_name():
     assert intensity_channels({"0": "T1", "1": "T2", "2": "FLAIR"}) == [(2, "FLAIR"), (1, "T2")]
     assert intensity_channels({"0": "T1w", "1": "T2-FLAIR", "2": "t2w"}) == [(1, "T2-FLAIR"), (2, "t2w")]
     assert intensity_channels({"0": "T1", "1": "T1ce"}) == []
+
+
+@pytest.mark.slow
+def test_label_free_rows_do_not_depend_on_the_test_labels(quick_run, tmp_path):
+    """Everything again from scratch with every test label replaced by another lesion (its voxels mirrored along
+    the first axis, same grid): the masks of every row that claims to use no test label are bit-identical."""
+    from blogrr_nnu.image_io import read_image, write_image
+
+    root, md, _ = quick_run
+    raw2 = tmp_path / "raw"
+    shutil.copytree(root / "raw" / DATASET, raw2 / DATASET)
+    for p in (raw2 / DATASET / "labelsTs").glob("*.nii.gz"):
+        data, geo = read_image(p)
+        write_image(p, np.ascontiguousarray(np.flip(data, 0)), geo)
+    plan_and_preprocess(DATASET, ["3d_cpu"], raw=str(raw2), preprocessed=str(tmp_path / "pre"), num_processes=2)
+    md2 = tmp_path / "perm.md"
+    assert benchmark_main(["-d", DATASET, "--quick", "-device", "cpu", "--raw", str(raw2), "--preprocessed",
+                           str(tmp_path / "pre"), "--results", str(tmp_path / "res"), "-o", str(md2)]) == 0
+    first = {r["key"]: r for r in json.loads(md.with_suffix(".json").read_text())["result"]["rows"]}
+    second = {r["key"]: r for r in json.loads(md2.with_suffix(".json").read_text())["result"]["rows"]}
+    # label-free: not an oracle, and not full supervision (which uses training labels and nnU-Net's unseeded trainer)
+    label_free = [k for k, r in first.items() if not r["oracle"] and not k.startswith("supervised")]
+    assert {"blogrr", "blogrr_reference", "dae_sb_p99", "cgc_fused", "gmm", "intensity_flair_sb_p99"} <= set(label_free)
+    cases = json.loads(md.with_suffix(".json").read_text())["result"]["test_cases"]
+    for k in label_free:
+        for c in cases:
+            a = read_image(f"{first[k]['folder']}/{c}.nii.gz")[0]
+            b = read_image(f"{second[k]['folder']}/{c}.nii.gz")[0]
+            assert np.array_equal(a, b), (k, c)
+    # ... while the rows that do read the test labels moved
+    assert any(first[k]["taus"] != second[k]["taus"] for k in first if k.endswith("_oracle_case"))

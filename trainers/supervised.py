@@ -12,7 +12,9 @@ loss, deep supervision, augmentation, optimiser and schedule; only the number of
 set, to the budget of our trainer for the configuration (nnU-Net's 1000 x 250 do not fit a CPU).
 
 The run folder is ``$BLOGRR_results/DatasetXXX/nnUNetTrainer__blogrr_plans__<configuration>/fold_X``, with
-nnU-Net's own checkpoints, log and progress.png; :class:`~blogrr_nnu.inference.predictor.BlogrrPredictor`
+nnU-Net's own checkpoints, log and progress.png; a run of ``budget`` times our step budget (the benchmark's
+converged ceiling: more epochs, same iterations per epoch) lives below ``$BLOGRR_results/supervised_<budget>x/``
+so that the class stays the stock one; :class:`~blogrr_nnu.inference.predictor.BlogrrPredictor`
 predicts with it on native inputs like any other run (method ``"nnunet"``).
 """
 from __future__ import annotations
@@ -101,28 +103,34 @@ def write_supervised_dataset(dataset: str | int, configuration: str) -> Path:
     return out
 
 
-def _stock_environment(pre_root: Path):
+def _stock_environment(pre_root: Path, budget: int = 1):
     """nnU-Net's variables for the stock trainer: the label-only copy, our results, no compile, DA in-process."""
     # nnUNet_n_proc_DA 0 = nnU-Net's SingleThreadedAugmenter: augmentation in the training process, as ours
     # does, so the timing comparison is like for like and no forked workers sit beside torch threads
-    return environment(nnUNet_preprocessed=str(pre_root), nnUNet_results=str(results_root()), nnUNet_compile="f",
+    return environment(nnUNet_preprocessed=str(pre_root), nnUNet_results=str(_results_for(budget)), nnUNet_compile="f",
                        nnUNet_n_proc_DA=os.environ.get("nnUNet_n_proc_DA", "0"))
 
 
-def supervised_run_folder(dataset: str | int, configuration: str) -> Path:
-    """``$BLOGRR_results/DatasetXXX_Name/nnUNetTrainer__<plans>__<configuration>``."""
+def _results_for(budget: int) -> Path:
+    return results_root() if budget == 1 else results_root() / f"supervised_{int(budget)}x"
+
+
+def supervised_run_folder(dataset: str | int, configuration: str, budget: int = 1) -> Path:
+    """``$BLOGRR_results[/supervised_<budget>x]/DatasetXXX_Name/nnUNetTrainer__<plans>__<configuration>``."""
     base = resolve_dataset(dataset, preprocessed_root())
     plans_name = load_plans(base)["plans_name"]
-    return results_root() / base.name / f"{TRAINER_NAME}__{plans_name}__{configuration}"
+    return _results_for(budget) / base.name / f"{TRAINER_NAME}__{plans_name}__{configuration}"
 
 
 def train_supervised(dataset: str | int, fold: int | str, configuration: str, *, device: str = "cpu",
-                     epochs: int | None = None, iters: int | None = None, continue_training: bool = True) -> Path:
+                     epochs: int | None = None, iters: int | None = None, continue_training: bool = True,
+                     budget: int = 1) -> Path:
     """Train nnU-Net's stock trainer on the label-only copy; returns the fold folder.
 
     Args:
         epochs, iters: nnU-Net epochs and iterations per epoch; default: our trainer's for the configuration
             (12 x 30 on CPU configurations, 100 x 250 on GPU ones), so both see the same number of steps.
+        budget: multiply the epochs by this (the converged ceiling; its own results folder).
         continue_training: resume from ``checkpoint_latest.pth`` if a killed run left one (as ``--c``).
     """
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -134,9 +142,11 @@ def train_supervised(dataset: str | int, fold: int | str, configuration: str, *,
     plans["continue_training"] = continue_training  # nnU-Net pops it in __init__
     our_epochs, our_iters = default_schedule(plans["configurations"][configuration]["blogrr"])
     dj = json.loads((folder / "dataset.json").read_text())
-    with _stock_environment(folder.parent):
+    if budget < 1:
+        raise ValueError(f"budget must be >= 1, got {budget}")
+    with _stock_environment(folder.parent, budget):
         tr = nnUNetTrainer(plans, configuration, fold if fold == "all" else int(fold), dj, torch.device(device))
-        tr.num_epochs = int(epochs or our_epochs)
+        tr.num_epochs = int(epochs or our_epochs) * int(budget)
         tr.num_iterations_per_epoch = int(iters or our_iters)
         tr.num_val_iterations_per_epoch = max(1, tr.num_iterations_per_epoch // 5)
         tr.save_every = 1  # nnU-Net's 50 would leave nothing to resume from in a 12-epoch run

@@ -30,7 +30,10 @@ from blogrr_nnu.image_io import atomic_write, read_image, write_image
 
 logger = logging.getLogger(__name__)
 
-GROUPS = ("blogrr", "blogrr_gmm", "blogrr_fused", "dae", "intensity", "gmm", "cgc", "cgc_fused", "supervised")
+GROUPS = ("blogrr", "blogrr_gmm", "blogrr_fused", "blogrr_reference", "dae", "intensity", "gmm", "cgc", "cgc_fused",
+          "supervised", "supervised_10x")
+# the converged full-supervision row trains this many times our trainer's step budget
+CONVERGED_BUDGET = 10
 QUICK_SCHEDULE = {"epochs": 2, "iters": 3, "upper_iters": 2}
 # label-free ("SB") threshold rules: row suffix -> (what, rule over held-out healthy cases' values)
 SB_RULES = {
@@ -49,16 +52,22 @@ class Trained:
     trainer: str  # key of trainers.api.TRAINERS, or "nnunet"
     pseudo_label: str | None = None
     reconstruction: bool = False  # its anomaly maps get threshold rows and a sensitivity curve
+    threshold_model: str | None = None  # BLOGRR: None = the trainer's default (stats)
+    budget: int = 1  # full supervision: multiple of our trainer's step budget
 
 
 TRAINED = {
     "blogrr": Trained("BLOGRR (report target)", "blogrr", "report", True),
     "blogrr_gmm": Trained("BLOGRR (GMM target)", "blogrr", "gmm", True),
     "blogrr_fused": Trained("BLOGRR (fused target)", "blogrr", "fused", True),
+    "blogrr_reference": Trained("BLOGRR, reference T (report regions, as published)", "blogrr", "report", True,
+                                threshold_model="reference"),
     "dae": Trained("DAE", "dae", None, True),
     "cgc": Trained("CGC (GMM pseudo-labels)", "cgc", "gmm"),
     "cgc_fused": Trained("CGC (fused pseudo-labels)", "cgc", "fused"),
-    "supervised": Trained("Full supervision (stock nnUNetTrainer)", "nnunet"),
+    "supervised": Trained("Full supervision (stock nnUNetTrainer), our step budget", "nnunet"),
+    "supervised_10x": Trained(f"Full supervision (stock nnUNetTrainer), {CONVERGED_BUDGET}x our step budget", "nnunet",
+                              budget=CONVERGED_BUDGET),
 }
 
 
@@ -87,29 +96,38 @@ def run_folder(s: Setting, key: str) -> Path:
 
     m = TRAINED[key]
     if m.trainer == "nnunet":
-        return supervised_run_folder(s.dataset, s.configuration)
-    cls = variant_class(TRAINERS[m.trainer], pseudo_label=m.pseudo_label)
+        return supervised_run_folder(s.dataset, s.configuration, m.budget)
+    cls = variant_class(TRAINERS[m.trainer], pseudo_label=m.pseudo_label, threshold_model=m.threshold_model)
     return results_root() / s.preprocessed.name / f"{cls.__name__}__blogrr_plans__{s.configuration}"
 
 
 def ensure_trained(s: Setting, key: str) -> tuple[Path, bool]:
     """Train ``key`` unless its fold has a final checkpoint (a killed run resumes); returns (run folder, trained now)."""
     folder = run_folder(s, key)
-    if (folder / f"fold_{s.fold}" / "checkpoint_final.pth").is_file():
-        return folder, False
     m = TRAINED[key]
+    final = folder / f"fold_{s.fold}" / "checkpoint_final.pth"
+    if final.is_file():
+        if m.trainer == "blogrr":
+            from blogrr_nnu.trainers.checkpoint import load_checkpoint
+
+            have = load_checkpoint(final).get("threshold_model", "reference")
+            want = m.threshold_model or "stats"
+            if have != want:
+                raise ValueError(f"{final}: trained with the {have!r} threshold network, this row needs {want!r} "
+                                 "(made by an older blogrr-nnu); remove the run folder or use another --results root")
+        return folder, False
     print(f"  training {m.label} ({folder.name}, fold {s.fold}) ...", flush=True)
     if m.trainer == "nnunet":
         from blogrr_nnu.trainers.supervised import train_supervised
 
         with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net prints every log line; its log file keeps them
             train_supervised(s.dataset, s.fold, s.configuration, device=s.device, epochs=s.schedule.get("epochs"),
-                             iters=s.schedule.get("iters"))
+                             iters=s.schedule.get("iters"), budget=m.budget)
     else:
         from blogrr_nnu.trainers.api import run
 
         run(s.dataset, s.fold, s.configuration, trainer=m.trainer, pseudo_label=m.pseudo_label, device=s.device,
-            continue_training=True, **s.schedule)
+            threshold_model=m.threshold_model, continue_training=True, **s.schedule)
     return folder, True
 
 

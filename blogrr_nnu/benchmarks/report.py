@@ -14,7 +14,8 @@ from blogrr_nnu.benchmarks.thresholds import wilcoxon_p
 from blogrr_nnu.image_io import atomic_write
 
 BEGIN, END = "<!-- blogrr_benchmark:begin -->", "<!-- blogrr_benchmark:end -->"
-BLOGRR_KEYS = ("blogrr", "blogrr_gmm", "blogrr_fused")
+BLOGRR_KEYS = ("blogrr", "blogrr_gmm", "blogrr_fused", "blogrr_reference")
+CEILING = "supervised_10x"  # label-free rows are reported as fractions of the converged full supervision
 
 
 def _pm(stat: dict, digits: int) -> str:
@@ -53,8 +54,9 @@ def derive(result: dict, ours: str | None) -> dict:
         curve = next((c for c in result["curves"] if c["group"] == k), {})
         f = {"key": k, "label": rows[k]["label"], "dice": mean[k], "learned_raw_dice": curve.get("learned_raw_dice"),
              "oracle_case": mean.get(f"{k}_oracle_case"), "ub": mean.get(f"{k}_ub"),
-             "dae_oracle_case": mean.get("dae_oracle_case"), "supervised": mean.get("supervised")}
-        for ref in ("oracle_case", "ub", "dae_oracle_case", "supervised"):
+             "dae_oracle_case": mean.get("dae_oracle_case"), "supervised": mean.get("supervised"),
+             CEILING: mean.get(CEILING)}
+        for ref in ("oracle_case", "ub", "dae_oracle_case", "supervised", CEILING):
             f[f"fraction_of_{ref}"] = mean[k] / f[ref] if f[ref] else None
         # does T adapt per case? its taus against every case's own best threshold on the same maps
         learned, oracle = curve.get("learned_taus"), rows.get(f"{k}_oracle_case", {}).get("taus")
@@ -64,7 +66,8 @@ def derive(result: dict, ours: str | None) -> dict:
             f["oracle_tau_range"] = [min(o), max(o)]
             f["spearman_learned_vs_oracle"] = _spearman(learned, o)
         fractions.append(f)
-    return {"ours": ours, "p_values": p, "mean_dice": mean, "fractions": fractions}
+    ceiling = {k: (v / mean[CEILING] if mean.get(CEILING) else None) for k, v in mean.items()}
+    return {"ours": ours, "p_values": p, "mean_dice": mean, "fractions": fractions, "fraction_of_ceiling": ceiling}
 
 
 def _spearman(a, b) -> float | None:
@@ -91,18 +94,22 @@ def tables(result: dict, derived: dict) -> list[dict]:
         hd = _pm(m["hd95_mm"], 1) + (f" ({m['hd95_mm']['n_nan']} undef.)" if m["hd95_mm"]["n_nan"] else "")
         label = f"**{r['label']}** (ours)" if r["key"] == ours else r["label"]
         main.append([label, _pm(m["dice"], 3), hd, "ref." if r["key"] == ours else _p(derived["p_values"][r["key"]]),
-                     "yes" if r["oracle"] else "", f"`{r['key']}`"])
+                     _frac(derived.get("fraction_of_ceiling", {}).get(r["key"])), "yes" if r["oracle"] else "",
+                     f"`{r['key']}`"])
     out = [table("Test cases: Dice and HD95 (mean ± std over cases)",
-                 ["method", "Dice", "HD95 (mm)", f"p vs {ours or '-'} (Wilcoxon, Dice)", "oracle", "row"], main)]
+                 ["method", "Dice", "HD95 (mm)", f"p vs {ours or '-'} (Wilcoxon, Dice)",
+                  "fraction of converged full supervision", "oracle", "row"], main)]
     if derived["fractions"]:
         fr = [[f["label"], f"{f['dice']:.3f}", _frac(f["learned_raw_dice"]), _frac(f["ub"]), _frac(f["oracle_case"]),
                _frac(f["fraction_of_oracle_case"]), _frac(f["fraction_of_dae_oracle_case"]),
-               _frac(f["fraction_of_supervised"]), _range(f.get("learned_tau_range")), _range(f.get("oracle_tau_range")),
+               _frac(f["fraction_of_supervised"]), _frac(f[f"fraction_of_{CEILING}"]), _range(f.get("learned_tau_range")),
+               _range(f.get("oracle_tau_range")),
                _frac(f.get("spearman_learned_vs_oracle"))] for f in derived["fractions"]]
         out.append(table("BLOGRR against its ceilings (mean Dice) and how much its τ adapts per case",
                          ["BLOGRR", "Dice", "learned τ as a plain threshold", "best global τ, same maps",
                           "per-case oracle τ, same maps", "fraction of own per-case oracle",
-                          "fraction of DAE per-case oracle", "fraction of full supervision", "learned τ range",
+                          "fraction of DAE per-case oracle", "fraction of full supervision (same budget)",
+                          "fraction of converged full supervision", "learned τ range",
                           "per-case oracle τ range", "Spearman ρ (learned vs oracle τ)"], fr))
     tm = result["timing"]
     stock = tm.get("supervised")

@@ -14,13 +14,17 @@ EXAMPLES = """examples:
   blogrr_benchmark -d 501 -o docs/benchmark.md            # regenerate the documented table
   blogrr_benchmark -d 501 --methods blogrr dae intensity  # a subset
   blogrr_benchmark -d 501 --quick                         # a few iterations per training: a smoke test
+  blogrr_benchmark -d 501 502 -o docs/benchmark.md        # two datasets (e.g. demo seeds): spread across them
 
-methods: blogrr blogrr_gmm blogrr_fused (BLOGRR with the report / GMM / fused upper-loop target), dae (DAE with
+methods: blogrr blogrr_gmm blogrr_fused (BLOGRR with the report / GMM / fused upper-loop target), blogrr_reference
+(BLOGRR with the reference's threshold network on report regions, as published), dae (DAE with
 label-free SB thresholds, the best global UB threshold and per-case oracle thresholds), intensity (FLAIR/T2
 thresholding), gmm (GMM w/ threshold), cgc cgc_fused (CGC on GMM / fused pseudo-labels), supervised (stock
-nnUNetTrainer on the tumour training labels). Runs that finished are reused; missing ones are trained (a killed
+nnUNetTrainer on the tumour training labels, our step budget), supervised_10x (the same, 10x the steps: the
+converged ceiling). With several datasets every row also gets its mean and range across them and a Wilcoxon test
+over all their test cases pooled. Runs that finished are reused; missing ones are trained (a killed
 training resumes). Outputs: the Markdown page (its generated block is replaced, text around it kept), CSV
-beside it (.csv, _per_case.csv, _timing.csv), _sensitivity.png and .json. Predictions and threshold masks stay
+beside it (.csv, _per_case.csv, _timing.csv; per dataset with several), _sensitivity.png and .json. Predictions and threshold masks stay
 in $BLOGRR_results/DatasetXXX/benchmark/<configuration>_fold<F>/ (check any row with blogrr_evaluate)."""
 
 
@@ -32,14 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train what is missing, predict the test cases (imagesTs/ with labelsTs/) with every method and "
         "write the comparison table (Dice, HD95, Wilcoxon p-values vs ours, BLOGRR as a fraction of the per-case "
         "oracle and of full supervision), a threshold-sensitivity plot and a timing table.")
-    parser.add_argument("-d", "--dataset", required=True, help="dataset id, folder name or name")
+    parser.add_argument("-d", "--dataset", required=True, nargs="+", help="dataset id(s), folder name(s) or name(s); "
+                        "several: the same methods on each, with the spread across them")
     parser.add_argument("-c", "--configuration", default=None, help="default: 3d_cpu without a GPU, 3d_fullres with")
     parser.add_argument("-f", "--fold", default="0", help="fold of every trained run (default 0)")
     parser.add_argument("--methods", nargs="+", default=list(GROUPS), choices=list(GROUPS), metavar="METHOD",
                         help="methods to compare (default: all; see below)")
     parser.add_argument("--ours", default=None, help="row the p-values compare against (default: the first BLOGRR row)")
     parser.add_argument("-o", "--output", default=None, help="Markdown page (default: $BLOGRR_results/DatasetXXX/"
-                        "benchmark/benchmark.md; quick: benchmark_quick.md)")
+                        "benchmark/benchmark.md of the first dataset; quick: benchmark_quick.md; several datasets: "
+                        "benchmark_datasets.md)")
     parser.add_argument("--quick", action="store_true", help="train every run for 2 epochs x 3 iterations, in a "
                         "separate results folder (never reused by a full benchmark)")
     parser.add_argument("-device", default=None, choices=["cpu", "cuda", "mps"], help="default: cuda if available")
@@ -78,24 +84,32 @@ def _run(args, argv) -> int:
     from blogrr_nnu.trainers.api import default_configuration
 
     load = load_average()
+    runs = []
     try:
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        pre = resolve_dataset(args.dataset, preprocessed_root())
-        raw = resolve_dataset(args.dataset, raw_root())
+        base_results = results_root()
         config = args.configuration or default_configuration(torch.device(device))
-        if config not in load_plans(pre)["configurations"]:
-            raise ValueError(f"configuration {config!r} is not planned for {pre.name}; run `blogrr_plan_and_preprocess "
-                             f"-d {pre.name} -c {config}`")
-        bench = results_root() / pre.name / "benchmark"
-        if args.quick:  # short runs must never be found by a full benchmark (or blogrr_predict)
-            os.environ["BLOGRR_results"] = str(bench / "quick_results")  # restored by main's environment()
-        work = bench / ("quick" if args.quick else "") / f"{config}_fold{args.fold}"
-        s = C.Setting(dataset=pre.name, configuration=config, fold=str(args.fold), methods=list(args.methods),
-                      device=device, quick=args.quick, num_processes=args.num_processes, work=work, raw=raw,
-                      preprocessed=pre, schedule=dict(C.QUICK_SCHEDULE) if args.quick else {})
-        md = Path(args.output) if args.output else bench / ("benchmark_quick.md" if args.quick else "benchmark.md")
-        result = run_benchmark(s)
-        derived = R.derive(result, R.pick_ours(result["rows"], args.ours))
+        for dataset in args.dataset:
+            pre = resolve_dataset(dataset, preprocessed_root())
+            raw = resolve_dataset(dataset, raw_root())
+            if config not in load_plans(pre)["configurations"]:
+                raise ValueError(f"configuration {config!r} is not planned for {pre.name}; run "
+                                 f"`blogrr_plan_and_preprocess -d {pre.name} -c {config}`")
+            bench = base_results / pre.name / "benchmark"
+            # short runs must never be found by a full benchmark (or blogrr_predict); restored by main's environment()
+            os.environ["BLOGRR_results"] = str(bench / "quick_results" if args.quick else base_results)
+            work = bench / ("quick" if args.quick else "") / f"{config}_fold{args.fold}"
+            s = C.Setting(dataset=pre.name, configuration=config, fold=str(args.fold), methods=list(args.methods),
+                          device=device, quick=args.quick, num_processes=args.num_processes, work=work, raw=raw,
+                          preprocessed=pre, schedule=dict(C.QUICK_SCHEDULE) if args.quick else {})
+            if len(args.dataset) > 1:
+                print(f"== {pre.name}", flush=True)
+            result = run_benchmark(s)
+            runs.append({"dataset": pre.name, "result": result, "derived": R.derive(result, R.pick_ours(result["rows"],
+                                                                                                      args.ours))})
+        first = base_results / runs[0]["dataset"] / "benchmark"
+        default = "benchmark_quick.md" if args.quick else ("benchmark.md" if len(runs) == 1 else "benchmark_datasets.md")
+        md = Path(args.output) if args.output else first / default
     except (ValueError, FileNotFoundError) as exc:
         print(f"blogrr_benchmark: error: {exc}", file=sys.stderr)
         return 2
@@ -103,15 +117,23 @@ def _run(args, argv) -> int:
         print(f"blogrr_benchmark: failed: {exc}", file=sys.stderr)
         return 1
     m = machine_info(torch.get_num_threads(), load)
-    header = {"date": datetime.date.today().isoformat(), "dataset": pre.name, "configuration": config,
+    header = {"date": datetime.date.today().isoformat(), "dataset": ", ".join(r["dataset"] for r in runs),
+              "configuration": config,
               "fold": str(args.fold), "device": device, "quick": args.quick,
               "command": "blogrr_benchmark " + shlex.join(sys.argv[1:] if argv is None else argv),
               "machine": f"{cpu_model()}, {m['usable_cores']} usable cores, torch {m['torch']} "
                          f"({m['torch_threads']} threads), nnunetv2 {m['nnunetv2']}, blogrr-nnu {m['blogrr_nnu']}, "
                          f"Python {m['python']}" + (f"; load average before the run {load:.2f}" if load is not None
                                                     else "")}
-    print(R.render_tables(R.tables(result, derived)))
-    for path in R.write_outputs(result, derived, header, md):
+    if len(runs) == 1:
+        print(R.render_tables(R.tables(runs[0]["result"], runs[0]["derived"])))
+        written = R.write_outputs(runs[0]["result"], runs[0]["derived"], header, md)
+    else:
+        from blogrr_nnu.benchmarks import seeds
+
+        print(R.render_tables([seeds.pooled_table(seeds.pooled(runs, runs[0]["derived"]["ours"]))]))
+        written = seeds.write_outputs(runs, header, md)
+    for path in written:
         print(f"wrote {path}")
     return 0
 
