@@ -190,5 +190,17 @@ def test_overlay_slice_is_the_one_with_most_ground_truth(tmp_path):
     assert pick_slice(gt, pred, fallback=image) == 6
     assert pick_slice(None, pred, fallback=image) == 1
     assert pick_slice(None, np.zeros_like(gt), fallback=image) == 3  # middle of the non-zero image
+    import matplotlib.image as mpimg
+
+    def colour_pixels(png, rgb):
+        img = mpimg.imread(png)[..., :3]
+        return int((np.abs(img - np.asarray(rgb)).max(-1) < 0.1).sum()), img.shape[:2]
+
+    # the panel shows slice 6 (most ground truth): its GT contour is green; the prediction lies on slice 1 only
     png = write_overview(tmp_path / "o.png", [dict(image=image, gt=gt, pred=pred, amap=image, tau=0.5, title="x")])
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    green, shape = colour_pixels(png, (0, 1, 0))
+    assert shape == (270, 585)  # figsize 6.5 x 3.0 inch at 90 dpi, one row per case
+    assert green > 20 and colour_pixels(png, (1, 0, 0))[0] == 0
+    pred[3:6, 3:6, 6] = 1  # now the prediction is on the shown slice: a red contour appears
+    png = write_overview(tmp_path / "o2.png", [dict(image=image, gt=gt, pred=pred, amap=image, tau=0.5, title="x")])
+    assert colour_pixels(png, (1, 0, 0))[0] > 10
