@@ -38,22 +38,25 @@ SIZE_SEARCH_QUANTILES = (0.80, 0.9995)
 _LOG_FLOOR = 1e-6
 
 
-def map_features(amap: torch.Tensor | np.ndarray, brain: torch.Tensor | np.ndarray) -> torch.Tensor:
+def map_features(amap: torch.Tensor | np.ndarray, brain: torch.Tensor | np.ndarray,
+                 quantiles: Sequence[float] = FEATURE_QUANTILES) -> torch.Tensor:
     """Log in-brain quantiles of an anomaly map.
 
     Args:
         amap: ``(1, *S)`` or ``(*S)`` anomaly map.
         brain: brain mask of the same shape.
+        quantiles: which (default :data:`FEATURE_QUANTILES`, what T sees; others for
+            ``blogrr_threshold_targets --feature_study``).
 
     Returns:
-        ``(len(FEATURE_QUANTILES),)`` float32 (log of each quantile; a case without brain gives the floor).
+        ``(len(quantiles),)`` float32 (log of each quantile; a case without brain gives the floor).
     """
     a = torch.as_tensor(amap).reshape(-1)
     b = torch.as_tensor(brain).reshape(-1) > 0
     v = a[b].double().numpy()
     if v.size == 0:
-        return torch.full((len(FEATURE_QUANTILES),), math.log(_LOG_FLOOR))
-    q = np.quantile(v, FEATURE_QUANTILES)
+        return torch.full((len(quantiles),), math.log(_LOG_FLOOR))
+    q = np.quantile(v, quantiles)
     return torch.from_numpy(np.log(np.maximum(q, _LOG_FLOOR))).float()
 
 

@@ -87,8 +87,9 @@ def case_maps(run_folder: Path, data_folder: Path, preprocessed_base: Path, fold
     return out
 
 
-def leave_one_out(features: torch.Tensor, targets: np.ndarray, seed: int = 0) -> np.ndarray:
-    """tau of every case from the default T fitted on the other cases with a target (NaN targets skipped)."""
+def leave_one_out(features: torch.Tensor, targets: np.ndarray, seed: int = 0, hidden: int = 0) -> np.ndarray:
+    """tau of every case from the default T (``hidden`` > 0: with a hidden layer) fitted on the other cases with a
+    target (NaN targets skipped)."""
     out = np.full(len(targets), np.nan)
     ok = np.isfinite(targets)
     for i in range(len(targets)):
@@ -97,7 +98,7 @@ def leave_one_out(features: torch.Tensor, targets: np.ndarray, seed: int = 0) ->
         if train.sum() < 2:
             continue
         torch.manual_seed(seed)
-        net = MapStatsThresholdNet(features.shape[1])
+        net = MapStatsThresholdNet(features.shape[1], hidden)
         fit_threshold_regression(net, StatsUpperLoop(None).optimizer(net), features[train],
                                  torch.tensor(targets[train], dtype=torch.float32), StatsUpperLoop.default_iterations[0])
         with torch.no_grad():
@@ -145,6 +146,44 @@ def diagnose(cases: list[dict]) -> dict:
             "oracle_dice": float(np.nanmean([p["dice_at_tau_gt"] for p in per_case])),
             "tau_gt_range": [float(np.nanmin(tau_gt)), float(np.nanmax(tau_gt))],
             "best_global_tau": best_global, "best_global_dice": float(mean_dice.max())}
+
+
+# candidate inputs of the stats T compared by --feature_study: (in-brain quantiles, hidden units)
+FEATURE_STUDY = [((0.999,), 0), ((1.0,), 0), ((0.99, 0.999, 1.0), 0), ((0.90, 0.999, 1.0), 0), ((0.90, 1.0), 0),
+                 ((0.5, 0.9, 0.99, 0.999, 1.0), 0), ((0.5, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 1.0), 0),
+                 ((0.90, 0.999, 1.0), 16), ((0.5, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 1.0), 16)]
+
+
+def feature_study(cases: list[dict], result: dict) -> list[dict]:
+    """Leave-one-out Dice vs label of the stats T with each input set of :data:`FEATURE_STUDY`, fitted to the
+    report-size target and (as a ceiling of the inputs) to tau*_GT itself."""
+    amaps = [c["amap"][0].numpy().astype(np.float64) for c in cases]
+    brains = [c["brain"][0].numpy() > 0 for c in cases]
+    labels = [c["label"] > 0 for c in cases]
+    tau_gt = np.array([p["tau_gt"] for p in result["per_case"]])
+    tau_size = np.array([p["tau_p[report size (default)]"] for p in result["per_case"]])
+    rows = []
+    for quantiles, hidden in FEATURE_STUDY:
+        feats = torch.stack([map_features(c["amap"], c["brain"], quantiles) for c in cases])
+        row = {"quantiles": list(quantiles), "hidden": hidden}
+        for name, target in (("report_size", tau_size), ("tau_gt", tau_gt)):
+            loo = leave_one_out(feats, target, hidden=hidden)
+            row[f"{name}_dice"] = float(np.mean([_dice(a, b, lab, t) for a, b, lab, t in zip(amaps, brains, labels, loo)
+                                                 if np.isfinite(t)]))
+            row[f"{name}_rho"] = _rho(loo, tau_gt)
+        rows.append(row)
+    return rows
+
+
+def feature_markdown(rows: list[dict]) -> str:
+    """The --feature_study table."""
+    lines = ["| T's inputs: log in-brain quantiles | hidden units | fitted to report size: Dice (LOO) | rho vs tau*_GT | "
+             "fitted to tau*_GT: Dice (LOO) | rho vs tau*_GT |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        q = ", ".join("max" if x == 1.0 else f"{100 * x:g} %" for x in r["quantiles"])
+        lines.append(f"| {q} | {r['hidden']} | {r['report_size_dice']:.3f} | {r['report_size_rho']:.2f} | "
+                     f"{r['tau_gt_dice']:.3f} | {r['tau_gt_rho']:.2f} |")
+    return "\n".join(lines)
 
 
 def markdown(result: dict) -> str:

@@ -11,6 +11,7 @@ EXAMPLES = """examples:
   blogrr_threshold_targets -d 501                      # DAE run of fold 0, 3d_cpu
   blogrr_threshold_targets -d 501 -tr BlogrrTrainer    # the maps of a BLOGRR run's reconstruction network
   blogrr_threshold_targets -d 501 -o targets.json
+  blogrr_threshold_targets -d 501 --feature_study      # also: which map statistics should T see?
 
 Reads only the tumour training cases of the fold that have a label (labelsTrTumor/), never test cases.
 The run must be trained first (e.g. blogrr_train 501 0 -tr dae)."""
@@ -28,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-f", "--fold", default="0", help="fold (default 0)")
     parser.add_argument("-tr", "--trainer", default="DAETrainer",
                         help="trainer class of the run whose reconstruction network makes the maps (default DAETrainer)")
+    parser.add_argument("--feature_study", action="store_true",
+                        help="also compare candidate inputs of the stats threshold network (leave-one-out; how its "
+                        "default inputs were chosen, docs/training.md)")
     parser.add_argument("-o", "--output", default=None, help="also write the table's numbers and every case as JSON")
     parser.add_argument("--preprocessed", default=None, help="preprocessed root (default $BLOGRR_preprocessed ...)")
     parser.add_argument("--results", default=None, help="results root (default $BLOGRR_results ...)")
@@ -42,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from blogrr_nnu.paths import DatasetNotFoundError, preprocessed_root, resolve_dataset, results_root
     from blogrr_nnu.planners.api import load_plans
     from blogrr_nnu.planners.planner import PLANS_NAME
-    from blogrr_nnu.trainers.target_diagnostic import case_maps, diagnose, markdown
+    from blogrr_nnu.trainers.target_diagnostic import case_maps, diagnose, feature_markdown, feature_study, markdown
 
     try:
         pre = resolve_dataset(args.dataset, preprocessed_root(args.preprocessed))
@@ -55,12 +59,17 @@ def main(argv: list[str] | None = None) -> int:
         if not run.is_dir():
             raise FileNotFoundError(f"{run}: no such run; train it first (blogrr_train {pre.name} {args.fold} -c "
                                     f"{args.configuration} -tr dae)")
-        result = diagnose(case_maps(run, data, pre, args.fold))
+        cases = case_maps(run, data, pre, args.fold)
+        result = diagnose(cases)
     except (DatasetNotFoundError, ValueError, FileNotFoundError) as exc:
         print(f"blogrr_threshold_targets: {exc}", file=sys.stderr)
         return 2
     print(f"{pre.name} {args.configuration} fold {args.fold}, maps of {run.name}")
     print(markdown(result))
+    if args.feature_study:
+        result["feature_study"] = feature_study(cases, result)
+        print("\ninputs of the stats threshold network, leave-one-out over the same cases:\n")
+        print(feature_markdown(result["feature_study"]))
     if args.output:
         text = json.dumps({"dataset": pre.name, "configuration": args.configuration, "fold": args.fold,
                            "run": run.name, **result}, indent=1)
