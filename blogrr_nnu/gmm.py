@@ -33,9 +33,11 @@ DEFAULT_HEALTHY_COMPONENTS = 6
 DEFAULT_MIN_ATYPICAL_FRACTION = 0.5
 DEFAULT_MIN_COMPONENT_ML = 0.5
 MAX_FIT_VOXELS = 40000
-# Growth of the report region for fusion: measured on the demo (36 cases with labels), fused Dice was
-# 0.736 / 0.805 / 0.824 / 0.829 with 0 / 6 / 12 / 18 mm: tumours reach beyond the lobes a report names,
-# and an affine registration to the atlas is off by some mm at region borders.
+# Growth of the report region for fusion: tumours reach beyond the lobes a report names, and an affine
+# registration to the atlas is off by some mm at region borders. The one constant of the fused label chosen
+# with labels, on training labels only: `blogrr_pseudo_labels -d 501 --margin_sweep 0 6 12 18 24 30 -f 0` (the 19
+# labelled tumour training cases of the demo's fold 0) gave fused Dice 0.765 / 0.829 / 0.839 / 0.831 / 0.824 /
+# 0.818, best at 12 mm (docs/pseudo_labels.md).
 DEFAULT_FUSION_MARGIN_MM = 12.0
 
 
