@@ -46,8 +46,8 @@ def contrast_geometry(spacing, strides, ref_voxel_mm: float = REF_FEATURE_VOXEL_
     The stage is the one whose voxels are closest in size to the reference's deepest map (8 mm), the
     mini-patch the reference's 3x3x1 option in mm (24 x 24 x 8, slice axis 8 mm), at least one voxel. On a
     GPU configuration at 1 mm that is the reference's geometry; on the demo's 3d_cpu (3 mm, strides
-    1-2-2-2) the deepest map has 24 mm voxels, where a lesion rarely fills half of any mini-patch (measured:
-    0 lesion mini-patches on 12 of 12 cases with 2x2x2 of the deepest map), so the 6 mm stage is used.
+    1-2-2-2) the deepest map has 24 mm voxels, where a lesion rarely fills half of any mini-patch (docs/cgc.md),
+    so the 6 mm stage is used.
 
     Args:
         spacing: voxel size of the stored array (``(Z, X, Y)``, or ``(X, Y)`` for 2D), mm.
