@@ -158,13 +158,20 @@ class CGCTrainer(BlogrrTrainer):
 
     # -- one training step -----------------------------------------------------------------------------
     def losses(self, x: torch.Tensor, target: torch.Tensor, brain: torch.Tensor) -> dict[str, torch.Tensor]:
-        """CE (inside the brain) and the contrastive loss of one batch; ``x (B, C, *P)``, masks ``(B, 1, *P)``."""
-        net = _unwrap(self.network)
-        skips = net.encoder(x)
-        logits = net.decoder(skips)
+        """CE (inside the brain) and the contrastive loss of one batch; ``x (B, C, *P)``, masks ``(B, 1, *P)``.
+
+        The forward pass runs through ``self.network`` (the DDP wrapper when there is one: only a forward through
+        DDP prepares its gradient all-reduce); the encoder's skips are read by a forward hook.
+        """
+        seen = {}
+        hook = _unwrap(self.network).encoder.register_forward_hook(lambda m, i, out: seen.update(skips=out))
+        try:
+            logits = self.network(x)
+        finally:
+            hook.remove()
         ce_map = F.cross_entropy(logits, target[:, 0].long(), reduction="none")
         ce = (ce_map * brain[:, 0]).sum() / brain.sum().clamp_min(1)
-        proj = self.projection_head(skips[self.contrast_stage])
+        proj = self.projection_head(seen["skips"][self.contrast_stage])
         deep = tuple(proj.shape[2:])
         mini = self.mini_patch
         pool = F.avg_pool3d if self.dim == 3 else F.avg_pool2d
