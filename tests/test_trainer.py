@@ -183,6 +183,29 @@ def test_cgc_ddp_ranks_stay_identical(pre_root, tmp_path):
         assert torch.equal(r0["after"][k], r1["after"][k]), k
 
 
+def test_amp_is_the_plain_fp32_step_on_cpu():
+    """Mixed precision is nnU-Net's: CUDA only; on CPU the helpers are the fp32 step, bit for bit."""
+    from blogrr_nnu import amp
+
+    assert not amp.enabled("cpu") and amp.enabled("cuda")
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
+    b.load_state_dict(a.state_dict())
+    opt_a, opt_b = torch.optim.Adam(a.parameters(), 1e-2), torch.optim.Adam(b.parameters(), 1e-2)
+    for _ in range(3):
+        x = torch.randn(4, 5) * 10
+        opt_a.zero_grad(set_to_none=True)
+        (a(x) ** 2).mean().backward()
+        torch.nn.utils.clip_grad_norm_(a.parameters(), 1.0)
+        opt_a.step()
+        with amp.autocast("cpu"):
+            loss_b = (b(x) ** 2).mean()
+        assert loss_b.dtype == torch.float32
+        amp.backward_step(loss_b, opt_b, b.parameters(), None, max_norm=1.0)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+
+
 def test_2d_threshold_per_slice_and_per_case(env):
     from blogrr_nnu.threshold_modes import slice_mean_tau
 
