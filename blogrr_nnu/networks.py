@@ -127,10 +127,13 @@ class MapStatsThresholdNet(nn.Module):
         sd = features.std(0) if features.shape[0] > 1 else torch.ones_like(self.feature_scale)
         self.feature_scale.copy_(sd.clamp_min(1e-3))
 
+    def log_tau(self, features: torch.Tensor) -> torch.Tensor:
+        """``(B, F)`` -> ``(B,)`` log thresholds (what the fit regresses)."""
+        return self.head((features - self.feature_mean) / self.feature_scale)[:, 0]
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """``(B, F)`` -> ``(B,)`` thresholds (> 0)."""
-        z = (features - self.feature_mean) / self.feature_scale
-        return torch.exp(self.head(z)[:, 0])
+        return torch.exp(self.log_tau(features))
 
 
 THRESHOLD_MODELS = ("stats", "reference")

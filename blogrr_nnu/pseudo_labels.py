@@ -2,7 +2,7 @@
 
 After every case of a configuration is preprocessed, a :class:`~blogrr_nnu.gmm.HealthyModel` is fitted
 to brain voxels of the healthy training cases (``healthy_intensity_model.json`` in the configuration
-folder), and every tumour and test case gets two more seg channels: ``pseudo_gmm`` (image only) and
+folder), and every tumour training case gets two more seg channels (test cases are never preprocessed): ``pseudo_gmm`` (image only) and
 ``pseudo_fused`` (report region x image atypicality, with the report's size as the volume; see
 :mod:`blogrr_nnu.gmm`). Cases are rewritten atomically and skipped when already done with the same
 model. The upper loop of ``BlogrrTrainer`` picks its target with ``--pseudo_label report|gmm|fused``.
@@ -81,7 +81,7 @@ def _one(args) -> tuple[str, str]:
     data, seg, props = read_case(folder, case_id)
     if props.get("image_pseudo_labels") == digest and not overwrite:
         return case_id, "skipped"
-    if props["role"] in ("tumor", "test"):
+    if props["role"] == "tumor":
         model = G.HealthyModel.from_dict(model_dict)
         spacing = props["spacing"]
         brain = seg[0] > 0
@@ -177,7 +177,7 @@ def quality(folder: str | Path) -> dict:
     folder = Path(folder)
     rows = []
     for case_id, role in case_roles(folder).items():
-        if role == "healthy":
+        if role != "tumor":  # healthy cases have no label; test cases must never be scored here
             continue
         _, seg, props = read_case(folder, case_id)
         label = seg[SEG_CHANNELS.index("label")]

@@ -51,8 +51,8 @@ def map_features(amap: torch.Tensor | np.ndarray, brain: torch.Tensor | np.ndarr
     Returns:
         ``(len(quantiles),)`` float32 (log of each quantile; a case without brain gives the floor).
     """
-    a = torch.as_tensor(amap).reshape(-1)
-    b = torch.as_tensor(brain).reshape(-1) > 0
+    a = torch.as_tensor(amap).reshape(-1).cpu()
+    b = torch.as_tensor(brain).reshape(-1).cpu() > 0
     v = a[b].double().numpy()
     if v.size == 0:
         return torch.full((len(quantiles),), math.log(_LOG_FLOOR))
@@ -72,7 +72,10 @@ def dice_optimal_threshold(amap, target, brain) -> tuple[float, float] | None:
     Returns:
         ``(t, Dice at t)``, or ``None`` when the target is empty inside the brain.
     """
-    a = np.asarray(amap, np.float64).reshape(-1)
+    raw = np.asarray(amap)
+    # the map is later compared in its own precision (NumPy casts a Python float to a float32 array's type)
+    dt = raw.dtype.type if np.issubdtype(raw.dtype, np.floating) else np.float64
+    a = raw.astype(np.float64).reshape(-1)
     b = np.asarray(brain).reshape(-1) > 0
     t = np.asarray(target).reshape(-1)[b] > 0
     v = a[b]
@@ -87,8 +90,11 @@ def dice_optimal_threshold(amap, target, brain) -> tuple[float, float] | None:
     cut = np.r_[vs[:-1] > vs[1:], True]
     dice = np.where(cut, 2.0 * tp / (k + n_t), -1.0)
     i = int(np.argmax(dice))
-    below = vs[i + 1] if i + 1 < vs.size else vs[i] - 1e-6
-    return float(0.5 * (vs[i] + below)), float(dice[i])
+    below = float(vs[i + 1]) if i + 1 < vs.size else float(np.nextafter(dt(vs[i]), dt(-np.inf)))
+    mid = 0.5 * (float(vs[i]) + below)
+    if not dt(below) < dt(mid) < dt(vs[i]):  # two values one step apart in the map's precision: cut at the lower
+        mid = below
+    return float(mid), float(dice[i])
 
 
 def report_diameters(size_mm: Sequence[float] | None) -> np.ndarray | None:
@@ -143,6 +149,13 @@ def report_size_threshold(amap, brain, region, size_mm, spacing, *, iterations: 
     want = float(np.exp(np.mean(np.log(d))))
     sp = np.asarray(spacing, np.float64)
     vals = np.sort(a[b])
+    # label only around the region: the lesion touches it and, at the matched size, reaches at most the largest
+    # reported diameter beyond it (at 1 mm, labelling the whole brain ~20 times per case costs seconds)
+    idx = np.argwhere(r)
+    pad = np.ceil(d[0] / sp).astype(int) + 1
+    lo_c, hi_c = np.maximum(idx.min(0) - pad, 0), np.minimum(idx.max(0) + pad + 1, a.shape)
+    crop = tuple(slice(int(x), int(y)) for x, y in zip(lo_c, hi_c))
+    a, b, r = a[crop], b[crop], r[crop]
     lo_q, hi_q = (int(q * (vals.size - 1)) for q in SIZE_SEARCH_QUANTILES)
     lo, hi = lo_q, hi_q  # indices into vals; extent at vals[lo] is the largest of the range
 
@@ -194,7 +207,7 @@ def fit_threshold_regression(net: torch.nn.Module, optimizer: torch.optim.Optimi
     y = torch.log(targets.clamp_min(_LOG_FLOOR))
     loss = torch.zeros(())
     for _ in range(int(steps)):
-        loss = torch.nn.functional.huber_loss(torch.log(net(features)), y, delta=delta)
+        loss = torch.nn.functional.huber_loss(net.log_tau(features), y, delta=delta)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -115,4 +115,6 @@ class ThresholdMode:
 
     def shaped(self, tau: torch.Tensor) -> torch.Tensor:
         """tau broadcastable against a ``(1, Z, X, Y)`` map: ``(1, Z, 1, 1)`` per slice, else ``(1, 1, 1, 1)``."""
-        return tau.view(1, -1, 1, 1) if self.per_slice else tau.reshape(-1)[:1].view(1, 1, 1, 1)
+        if not self.per_slice and tau.numel() != 1:
+            raise ValueError(f"one tau per case expected, got {tau.numel()}")
+        return tau.view(1, -1, 1, 1) if self.per_slice else tau.reshape(1, 1, 1, 1)

@@ -87,6 +87,10 @@ def plan_and_preprocess(dataset: str | int, configurations: list[str] | None = N
     planner = BlogrrPlanner(raw_folder.name, dj, fingerprint, out, gpu_memory_target_gb)
     plans = planner.plan_experiment()
     plans["channels"] = selection.to_dict()  # training reads the data; prediction reads these input files
+    from blogrr_nnu.gmm import DEFAULT_FUSION_MARGIN_MM
+
+    margin = DEFAULT_FUSION_MARGIN_MM if fusion_margin_mm is None else float(fusion_margin_mm)
+    plans["fusion_margin_mm"] = margin  # what the fused pseudo-labels were made with (blogrr_pseudo_labels reads it)
     planner.save_plans(plans)
 
     wanted = configurations or default_configurations()
@@ -99,10 +103,10 @@ def plan_and_preprocess(dataset: str | int, configurations: list[str] | None = N
                      for c in train}
     status = preprocess_dataset(train, registrations, targets, plans["transpose_forward"],
                                 num_processes=num_processes, overwrite=overwrite)
-    from blogrr_nnu.gmm import DEFAULT_FUSION_MARGIN_MM
+    for t in targets:
+        remove_test_cases(t.folder)
     from blogrr_nnu.pseudo_labels import add_image_pseudo_labels
 
-    margin = DEFAULT_FUSION_MARGIN_MM if fusion_margin_mm is None else float(fusion_margin_mm)
 
     for t in targets:  # second pass: needs every healthy case of the configuration (blogrr_nnu/pseudo_labels.py)
         add_image_pseudo_labels(t.folder, t.patch_size, num_processes=num_processes, overwrite=overwrite, seed=seed,
@@ -110,6 +114,29 @@ def plan_and_preprocess(dataset: str | int, configurations: list[str] | None = N
     done = sum(v == "done" for s in status.values() for v in s.values() if isinstance(v, str))
     logger.info("preprocessed %d case-configuration(s) into %s", done, out)
     return out
+
+
+def remove_test_cases(folder: Path) -> list[str]:
+    """Delete test cases that earlier versions preprocessed (with their labels) into a configuration folder.
+
+    Returns:
+        The removed case ids (logged): nothing that trains or makes pseudo-labels may find a test label.
+    """
+    import pickle
+
+    removed = []
+    for pkl in sorted(Path(folder).glob("*.pkl")):
+        with open(pkl, "rb") as fh:
+            if pickle.load(fh).get("role") != "test":
+                continue
+        cid = pkl.stem
+        for suffix in ("_seg.b2nd", ".b2nd", ".pkl"):
+            (Path(folder) / f"{cid}{suffix}").unlink(missing_ok=True)
+        removed.append(cid)
+    if removed:
+        logger.warning("%s: removed %d test case(s) an older version had preprocessed (test cases are never "
+                       "preprocessed now): %s", folder, len(removed), ", ".join(removed))
+    return removed
 
 
 def summary_table(plans: dict) -> str:

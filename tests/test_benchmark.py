@@ -204,6 +204,35 @@ def test_rerun_reuses_runs_and_refuses_a_dataset_without_test_labels(quick_run, 
     assert "no test case with a label" in err and "labelsTs" in err
 
 
+def test_pooled_table_across_datasets_by_hand():
+    from scipy.stats import wilcoxon
+
+    from blogrr_nnu.benchmarks.seeds import pooled
+
+    def run(name, dice):  # dice: row -> per-case Dice
+        cases = [f"{name}_{i}" for i in range(len(next(iter(dice.values()))))]
+        rows = [{"key": k, "label": k, "oracle": k.endswith("oracle_case"),
+                 "per_case": {c: {"dice": d} for c, d in zip(cases, v)}} for k, v in dice.items()]
+        return {"dataset": name, "result": {"rows": rows, "test_cases": cases}, "derived": {"ours": "blogrr"}}
+
+    a = run("A", {"blogrr": [0.8, 0.7, 0.6], "dae_sb_p99": [0.6, 0.65, 0.5], "supervised_10x": [0.9, 0.9, 0.9]})
+    b = run("B", {"blogrr": [0.5, 0.9, 0.7, 0.8, 0.75], "dae_sb_p99": [0.55, 0.7, 0.6, 0.7, 0.72],
+                  "supervised_10x": [0.85, 0.95, 0.9, 0.9, 0.9], "only_in_b": [0.1] * 5})
+    p = pooled([a, b], "blogrr")
+    rows = {r["key"]: r for r in p["rows"]}
+    assert set(rows) == {"blogrr", "dae_sb_p99", "supervised_10x"}  # rows present on every dataset only
+    r = rows["blogrr"]
+    assert r["per_dataset"] == pytest.approx([0.7, 0.73]) and r["mean_of_means"] == pytest.approx(0.715)
+    assert r["range"] == pytest.approx(0.03) and r["n_cases"] == 8
+    assert r["pooled_dice"] == pytest.approx(np.mean([0.8, 0.7, 0.6, 0.5, 0.9, 0.7, 0.8, 0.75]))
+    ceiling = np.mean([0.9, 0.9, 0.9, 0.85, 0.95, 0.9, 0.9, 0.9])
+    assert r["fraction_of_ceiling"] == pytest.approx(r["pooled_dice"] / ceiling)
+    ours = [0.8, 0.7, 0.6, 0.5, 0.9, 0.7, 0.8, 0.75]
+    dae = [0.6, 0.65, 0.5, 0.55, 0.7, 0.6, 0.7, 0.72]
+    assert rows["dae_sb_p99"]["p_vs_ours"] == pytest.approx(wilcoxon(ours, dae).pvalue)
+    assert r["p_vs_ours"] is None
+
+
 def test_intensity_baseline_channels_are_found_by_name():
     from blogrr_nnu.benchmarks.comparison import intensity_channels
 
@@ -214,16 +243,20 @@ def test_intensity_baseline_channels_are_found_by_name():
 
 @pytest.mark.slow
 def test_label_free_rows_do_not_depend_on_the_test_labels(quick_run, tmp_path):
-    """Everything again from scratch with every test label replaced by another lesion (its voxels mirrored along
-    the first axis, same grid): the masks of every row that claims to use no test label are bit-identical."""
+    """Everything again from scratch with every test label replaced (one emptied, the others mirrored along the first
+    axis and grown, so place, size and emptiness all change; same grids): the masks of every row that claims to use
+    no test label are bit-identical."""
+    from scipy import ndimage
+
     from blogrr_nnu.image_io import read_image, write_image
 
     root, md, _ = quick_run
     raw2 = tmp_path / "raw"
     shutil.copytree(root / "raw" / DATASET, raw2 / DATASET)
-    for p in (raw2 / DATASET / "labelsTs").glob("*.nii.gz"):
+    for i, p in enumerate(sorted((raw2 / DATASET / "labelsTs").glob("*.nii.gz"))):
         data, geo = read_image(p)
-        write_image(p, np.ascontiguousarray(np.flip(data, 0)), geo)
+        new = np.zeros_like(data) if i == 0 else ndimage.binary_dilation(np.flip(data, 0) > 0, iterations=i)
+        write_image(p, np.ascontiguousarray(new.astype(data.dtype)), geo)
     plan_and_preprocess(DATASET, ["3d_cpu"], raw=str(raw2), preprocessed=str(tmp_path / "pre"), num_processes=2)
     md2 = tmp_path / "perm.md"
     assert benchmark_main(["-d", DATASET, "--quick", "-device", "cpu", "--raw", str(raw2), "--preprocessed",

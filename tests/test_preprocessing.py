@@ -156,5 +156,14 @@ def test_second_pass_adds_gmm_and_fused_pseudo_labels(prepared):
         assert seg.shape[0] == len(SEG_CHANNELS) and not seg[idx["pseudo_gmm"]].any()
     # idempotent: a second call skips every case
     assert set(add_image_pseudo_labels(folder, [48, 48, 56]).values()) == {"skipped"}
+    # the margin sweep with the default margin reproduces the stored fused labels' Dice; it reads the cases given
+    from blogrr_nnu.pseudo_labels import margin_sweep
+
+    sweep = margin_sweep(folder, ["tumor_000", "tumor_001"], [0.0, DEFAULT_FUSION_MARGIN_MM])
+    stored = [dice(_load(folder, c)[1][idx["pseudo_fused"]] > 0, _load(folder, c)[1][idx["label"]] > 0)
+              for c in ("tumor_000", "tumor_001")]
+    assert sweep["mean_dice"][1] == pytest.approx(np.mean(stored), abs=1e-12)
+    assert [r["case_id"] for r in sweep["cases"]] == ["tumor_000", "tumor_001"]
+    assert sweep["best_margin"] in (0.0, DEFAULT_FUSION_MARGIN_MM)
     q = quality(folder)
     assert q["summary"]["fused"]["n"] == 2 and q["summary"]["fused"]["mean"] > q["summary"]["report"]["mean"]

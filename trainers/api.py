@@ -38,12 +38,13 @@ def variant_class(cls: type, threshold_input: str | None = None, pseudo_label: s
     from blogrr_nnu.pseudo_labels import SOURCES
 
     attrs, name = {}, cls.__name__
+    default_input = cls.threshold_input
     if threshold_model is not None and threshold_model != getattr(cls, "threshold_model", threshold_model):
         attrs["threshold_model"] = threshold_model
         name += "ReferenceT" if threshold_model == "reference" else "StatsT"
-        if threshold_model == "reference" and threshold_input is None:
-            attrs["threshold_input"] = "image"
-    if threshold_input is not None and threshold_input != cls.threshold_input:
+        if threshold_model == "reference":  # the reference's T sees the image only: that is ReferenceT's default
+            default_input = attrs["threshold_input"] = "image"
+    if threshold_input is not None and threshold_input != default_input:
         attrs["threshold_input"] = threshold_input
         name += "ImageOnlyT" if threshold_input == "image" else "ImageAnomalyT"
     if pseudo_label is not None:

@@ -193,6 +193,8 @@ class BlogrrTrainer(nnUNetTrainer):
             raise ValueError(f"{folder}: no tumour training case with a report in fold {self.fold}")
         self.dataloader_train = self._patch_loader(folder, self.keys["healthy_train"])
         self.tumor_train = [load_whole_case(folder, k, self.upper_loop_target) for k in self.keys["tumor_train"]]
+        if self.train_threshold and self.threshold_model == "stats":
+            self.upper_loop.check_targets(self.tumor_train)
         self._prepare_run(folder)
 
     def _load_fold_keys(self) -> Path:
@@ -307,7 +309,8 @@ class BlogrrTrainer(nnUNetTrainer):
     def run_validation(self) -> dict:
         """Metrics on the held-out fold at full resolution (see the module docstring)."""
         _unwrap(self.network).eval()
-        out = {"val_healthy_mse": [], "val_healthy_flagged": [], "val_pseudo_dice": [], "val_gt_dice": []}
+        out = {"val_healthy_mse": [], "val_healthy_flagged": [], "val_pseudo_dice": [], "val_gt_dice": [],
+               "val_tau_error": []}
         for case in self.healthy_val + self.tumor_val:
             rec, amap = self.anomaly(case)
             brain = case.brain
@@ -323,7 +326,21 @@ class BlogrrTrainer(nnUNetTrainer):
                     out["val_pseudo_dice"].append(_dice(pred, case.target > 0))
                 if case.label is not None:
                     out["val_gt_dice"].append(_dice(pred, case.label))
-        return {k: float(np.mean(v)) if v else math.nan for k, v in out.items()}
+                if self.threshold_model == "stats":  # how far T's tau is from the case's own target (log units)
+                    t_p = self.upper_loop.case_target(case, amap)
+                    if t_p is not None:
+                        out["val_tau_error"].append(abs(math.log(float(self.case_tau(case, amap)[0]) / t_p)))
+        res = {k: float(np.mean(v)) if v else math.nan for k, v in out.items() if k != "val_tau_error"}
+        res["val_tau_error"] = float(np.median(out["val_tau_error"])) if out["val_tau_error"] else math.nan
+        return res
+
+    def checkpoint_score(self, val: dict) -> float:
+        """What picks ``checkpoint_best`` (higher is better; never a ground-truth number): for the stats T the
+        median log distance of T's tau from the validation cases' own targets (negated), else Dice against the
+        pseudo-label."""
+        if self.threshold_model == "stats" and self.train_threshold:
+            return -val["val_tau_error"]
+        return val["val_pseudo_dice"]
 
     # -- the loop ------------------------------------------------------------------------------------
     def run_training(self):
@@ -342,7 +359,7 @@ class BlogrrTrainer(nnUNetTrainer):
             self.print_to_log_file(f"epoch {epoch}: {self.epoch_summary(lower, upper, val)} | "
                                    f"{t1 - t0:.1f}+{t2 - t1:.1f}+{t3 - t2:.1f} s")
             self.current_epoch = epoch + 1
-            score = val["val_pseudo_dice"]
+            score = self.checkpoint_score(val)
             if not math.isnan(score) and score > self.best_pseudo_dice:
                 self.best_pseudo_dice = score
                 self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_best.pth"))
@@ -365,7 +382,8 @@ class BlogrrTrainer(nnUNetTrainer):
 
     # -- checkpoints -----------------------------------------------------------------------------------
     def base_checkpoint(self) -> dict:
-        """What every trainer's checkpoint holds: R (or the segmentation network), its optimizer, the schedule."""
+        """What every trainer's checkpoint holds: R (or the segmentation network), its optimizer, the schedule
+        (``best_pseudo_dice``: the best :meth:`checkpoint_score` so far, under its historical name)."""
         return {
             "network_weights": _unwrap(self.network).state_dict(),
             "optimizer_state": self.optimizer.state_dict(),
@@ -404,10 +422,11 @@ class BlogrrTrainer(nnUNetTrainer):
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         ckpt = self.load_base_checkpoint(filename_or_checkpoint)
         model = ckpt.get("threshold_model", "reference")  # checkpoints before the stats model
-        if model != self.threshold_model:
-            raise ValueError(f"{self.output_folder}: the checkpoint's threshold network is {model!r}, this run trains "
-                             f"{self.threshold_model!r}; train into a new results folder (or remove this fold) instead "
-                             "of resuming")
+        seen = ckpt.get("threshold_input", "image+anomaly")
+        if model != self.threshold_model or (model == "reference" and seen != self.threshold_input):
+            raise ValueError(f"{self.output_folder}: the checkpoint's threshold network is {model!r} ({seen}), this run "
+                             f"trains {self.threshold_model!r} ({self.threshold_input}); train into a new results folder "
+                             "(or remove this fold) instead of resuming")
         _unwrap(self.threshold_network).load_state_dict(ckpt["threshold_weights"])
         self.healthy_taus = {str(k): float(v) for k, v in (ckpt.get("healthy_taus") or {}).items()}
         self.threshold_optimizer.load_state_dict(ckpt["threshold_optimizer_state"])

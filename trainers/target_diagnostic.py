@@ -8,9 +8,10 @@ read), on the anomaly maps of a trained reconstruction network:
   the reference's soft Dice pulls towards), the report size (:func:`blogrr_nnu.tau.report_size_threshold`,
   the default target), the GMM and the fused pseudo-label (Dice-optimal against each);
 - Spearman rho(tau*_P, tau*_GT) over cases and the Dice against the label of thresholding at tau*_P;
-- what the default threshold network learns from each target when fitted, exactly as in training
-  (:func:`blogrr_nnu.tau.fit_threshold_regression`, the trainer's defaults), on the *other* cases
-  (leave-one-out): its rho against tau*_GT and its Dice on the left-out case.
+- what the default threshold network learns from each target when fitted with the trainer's fit
+  (:func:`blogrr_nnu.tau.fit_threshold_regression`, its default steps and optimiser, from a fresh start rather than
+  the previous epoch's weights) on the *other* cases (leave-one-out): its rho against tau*_GT and its Dice on the
+  left-out case.
 
 A target whose tau*_P does not track tau*_GT cannot teach any T a per-case threshold, however T is built.
 """
@@ -99,7 +100,7 @@ def leave_one_out(features: torch.Tensor, targets: np.ndarray, seed: int = 0, hi
             continue
         torch.manual_seed(seed)
         net = MapStatsThresholdNet(features.shape[1], hidden)
-        fit_threshold_regression(net, StatsUpperLoop(None).optimizer(net), features[train],
+        fit_threshold_regression(net, StatsUpperLoop.make_optimizer(net), features[train],
                                  torch.tensor(targets[train], dtype=torch.float32), StatsUpperLoop.default_iterations[0])
         with torch.no_grad():
             out[i] = float(net(features[i:i + 1])[0])

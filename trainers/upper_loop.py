@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from blogrr_nnu import anomaly as A
@@ -38,6 +39,14 @@ HEALTHY_TAU_REFRESH_FRACTION = 0.25
 def unwrap(module):
     """The module inside a DDP wrapper (or the module itself)."""
     return module.module if isinstance(module, DDP) else module
+
+
+def broadcast_module(module: torch.nn.Module) -> None:
+    """Under DDP, overwrite every rank's parameters and buffers with rank 0's (no-op without a process group)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        dist.broadcast(tensor.data, src=0)
 
 
 class UpperLoop:
@@ -69,36 +78,61 @@ class StatsUpperLoop(UpperLoop):
     learning_rate = 1e-2
     weight_decay = 1e-3
 
+    @classmethod
+    def make_optimizer(cls, net: torch.nn.Module) -> torch.optim.Optimizer:
+        """The stats T's optimiser (also used by the diagnostic's leave-one-out fits)."""
+        return torch.optim.AdamW(net.parameters(), cls.learning_rate, weight_decay=cls.weight_decay)
+
     def optimizer(self, net):
-        return torch.optim.AdamW(net.parameters(), self.learning_rate, weight_decay=self.weight_decay)
+        return self.make_optimizer(net)
+
+    def case_target(self, case, amap: torch.Tensor) -> float | None:
+        """tau_P of one case on its map ``(1, *S)`` (None: the case has no usable target)."""
+        report = case.props.get("report") or {}
+        t = target_threshold(amap.numpy(), case.brain.numpy(), case.target.numpy(), self.tr.upper_loop_target,
+                             size_mm=report.get("size_mm"), spacing=case.props["spacing"])
+        return t if t is not None and t > 0 else None
+
+    def check_targets(self, cases) -> None:
+        """Before training: with the report target, some report must state a size (else no case has a target).
+
+        Raises:
+            ValueError: no tumour training case's report states a size.
+        """
+        if self.tr.upper_loop_target == "pseudo_report" and not any((c.props.get("report") or {}).get("size_mm")
+                                                                   for c in cases):
+            raise ValueError("no report of the tumour training cases states a lesion size, which the default threshold "
+                             "network's report target needs; train with --pseudo_label gmm|fused or "
+                             "--threshold_model reference")
 
     def targets(self) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         """Features ``(N, F)``, targets ``(N,)`` and case ids of the cases with a usable target."""
-        tr = self.tr
         feats, targets, ids = [], [], []
-        for case, amap in zip(tr.tumor_train, self.anomaly_maps()):
-            report = case.props.get("report") or {}
-            t = target_threshold(amap.numpy(), case.brain.numpy(), case.target.numpy(), tr.upper_loop_target,
-                                 size_mm=report.get("size_mm"), spacing=case.props["spacing"])
-            if t is not None and t > 0:
+        for case, amap in zip(self.tr.tumor_train, self.anomaly_maps()):
+            t = self.case_target(case, amap)
+            if t is not None:
                 feats.append(map_features(amap, case.brain))
                 targets.append(t)
                 ids.append(case.case_id)
         if not ids:
-            what = ("no report states a lesion size the anomaly maps can match" if tr.upper_loop_target == "pseudo_report"
-                    else f"every {tr.upper_loop_target} pseudo-label is empty")
-            raise ValueError(f"upper loop: {what}; train with --pseudo_label gmm|fused or --threshold_model reference")
+            return torch.zeros(0, 0), torch.zeros(0), ids
         return torch.stack(feats), torch.tensor(targets, dtype=torch.float32), ids
 
     def run(self, epoch):
         tr = self.tr
         feats, targets, ids = self.targets()
+        if not ids:  # no map could match any target this epoch: keep T as it is (it may not be fitted yet)
+            what = ("no stated lesion size could be matched on the anomaly maps" if tr.upper_loop_target ==
+                    "pseudo_report" else f"every {tr.upper_loop_target} pseudo-label is empty")
+            logger.warning("epoch %d: %s; the threshold network is left as it was", epoch, what)
+            return {"upper_cases": 0}
         tr.seed_part(epoch, 1)
         t = unwrap(tr.threshold_network)
         t.train()
         loss = fit_threshold_regression(t, tr.threshold_optimizer, feats.to(tr.device), targets.to(tr.device),
                                         tr.num_upper_iterations_per_epoch)
         t.eval()
+        broadcast_module(t)  # DDP: every rank keeps rank 0's fit (float sums may differ between GPUs)
         tr.tau_initialised = True
         with torch.no_grad():
             taus = t(feats.to(tr.device)).cpu()
@@ -214,8 +248,13 @@ def refresh_healthy_taus(tr, epoch: int) -> dict[str, float]:
     todo = [k for i, k in enumerate(keys) if not tr.healthy_taus or k not in tr.healthy_taus or i % groups == epoch % groups]
     unwrap(tr.network).eval()
     t = unwrap(tr.threshold_network).eval()
-    for k in todo:
+    fresh = torch.zeros(len(todo), dtype=torch.float64)
+    for i, k in enumerate(todo):
         case = tr.load_case(k)
         amap = tr.anomaly(case)[1]
-        tr.healthy_taus[k] = float(tr.threshold_mode.case_tau(t, case.data, case.brain, amap, tr.device)[0])
+        fresh[i] = float(tr.threshold_mode.case_tau(t, case.data, case.brain, amap, tr.device)[0])
+    if dist.is_available() and dist.is_initialized():  # every rank uses rank 0's taus (and so does its checkpoint)
+        fresh = fresh.to(tr.device)
+        dist.broadcast(fresh, src=0)
+    tr.healthy_taus.update({k: float(v) for k, v in zip(todo, fresh.cpu().tolist())})
     return tr.healthy_taus

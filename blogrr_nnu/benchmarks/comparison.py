@@ -141,8 +141,11 @@ def training_time(folder: Path, fold: str) -> dict:
         seconds = float(np.sum(np.subtract(log["epoch_end_timestamps"], log["epoch_start_timestamps"])))
         debug = json.loads((folder / f"fold_{fold}" / "debug.json").read_text())
         iters = int(debug["num_iterations_per_epoch"]) * len(log["epoch_end_timestamps"])
+        ema = [float(v) for v in log.get("ema_fg_dice", [])]
+        # did it converge? nnU-Net's own validation pseudo-Dice (EMA, on the fold's held-out labelled cases)
+        curve = {"half": ema[len(ema) // 2 - 1], "end": ema[-1], "max": max(ema)} if len(ema) >= 2 else None
         return {"seconds": seconds, "iterations": iters, "seconds_per_iteration": seconds / max(iters, 1),
-                "lower_seconds": seconds}
+                "lower_seconds": seconds, "val_ema_dice": curve}
     from blogrr_nnu.trainers.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(ckpt_path)

@@ -123,6 +123,11 @@ def tables(result: dict, derived: dict) -> list[dict]:
                      f"{t['seconds']:.0f}" if "seconds" in t else "-", t.get("iterations", "-"),
                      f"{per_it:.3f}" if per_it else "-", _frac(ratio_it), _frac(ratio_tr),
                      f"{t['predict_seconds_per_case']:.2f}", _frac(ratio_pr)])
+    for k, t in tm.items():
+        c = t.get("val_ema_dice")
+        if c:
+            trow.append([k, f"(nnU-Net's validation pseudo-Dice, EMA: {c['half']:.3f} at half of its training, "
+                            f"{c['end']:.3f} at the end, best {c['max']:.3f})"] + [""] * 7)
     out.append(table("Time (training from each run's checkpoint; prediction: median seconds per test case)",
                      ["method", "trained in this run", "train s", "training iterations", "s / iteration",
                       "per-iteration ratio to stock nnU-Net", "train-time ratio to stock nnU-Net", "predict s / case",

@@ -2,8 +2,9 @@
 
 One dataset and one fold give one number per row, and nothing says how much of a difference between rows
 is the dataset's luck. Run on several datasets, every row gets its mean Dice on each, the mean of those means
-and their range (the seed-to-seed spread: a difference between rows below it is noise), and, pooled over all
-test cases of all datasets, its Dice and a paired Wilcoxon test against ours.
+and their range (the seed-to-seed spread: with two or three datasets a rough one, but a difference between
+rows well below it cannot be told from the dataset's luck), and, pooled over all test cases of all datasets,
+its Dice and a paired Wilcoxon test against ours.
 """
 from __future__ import annotations
 

@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="refit the healthy intensity model, redo every case")
     parser.add_argument("-o", "--output", default=None, help="also write per-case Dice and the summary as JSON")
     parser.add_argument("--fusion_margin_mm", type=float, default=None,
-                        help="growth of the report region for the fused label (default 12, docs/pseudo_labels.md)")
+                        help="growth of the report region for the fused label (default: the plans' fusion_margin_mm, "
+                        "12 unless planned otherwise; docs/pseudo_labels.md); recorded in the plans")
     parser.add_argument("--margin_sweep", type=float, nargs="+", default=None, metavar="MM",
                         help="print the fused label's Dice against the labels of the fold's tumour TRAINING cases for "
                         "each margin (writes nothing; test cases are never read)")
@@ -60,10 +61,18 @@ def main(argv: list[str] | None = None) -> int:
             return _sweep(data, folder, args)
         from blogrr_nnu.gmm import DEFAULT_FUSION_MARGIN_MM
 
+        # the margin the plans record (what the labels were made with), unless asked for another one
+        margin = plans.get("fusion_margin_mm", DEFAULT_FUSION_MARGIN_MM) if args.fusion_margin_mm is None \
+            else float(args.fusion_margin_mm)
         add_image_pseudo_labels(data, plans["configurations"][config]["patch_size"],
                                 num_processes=max(1, args.num_processes), overwrite=args.overwrite,
-                                fusion_margin_mm=DEFAULT_FUSION_MARGIN_MM if args.fusion_margin_mm is None
-                                else args.fusion_margin_mm)
+                                fusion_margin_mm=margin)
+        if plans.get("fusion_margin_mm") != margin:
+            from blogrr_nnu.image_io import atomic_write
+            from blogrr_nnu.planners.planner import PLANS_NAME
+
+            plans["fusion_margin_mm"] = margin
+            atomic_write(folder / f"{PLANS_NAME}.json", lambda tmp: Path(tmp).write_text(json.dumps(plans, indent=1)))
     except (DatasetNotFoundError, ValueError, FileNotFoundError) as exc:
         print(f"blogrr_pseudo_labels: {exc}", file=sys.stderr)
         return 2
