@@ -130,6 +130,9 @@ class BlogrrPredictor(nnUNetPredictor):
         self.threshold_per_case = True
         self.threshold_model = "stats"
         self.threshold_mode: ThresholdMode | None = None
+        # fp32 windows by default (the anomaly map is a small difference of large numbers); True runs them under fp16
+        # autocast on CUDA as nnU-Net's predictor does (scripts/gpu_check.sh measures both: docs/performance.md)
+        self.use_autocast = False
         self.method = "blogrr"
         self.configuration_name = ""
         self.used_folds: list[str] = []
@@ -272,15 +275,30 @@ class BlogrrPredictor(nnUNetPredictor):
     # -- nnU-Net's hook, in fp32 with the input's channel count ---------------------------------------
     @torch.inference_mode()
     def predict_sliding_window_return_logits(self, input_image: torch.Tensor) -> torch.Tensor:
-        """Reconstruction ``(C, *S)`` float32 of the loaded fold (the name is nnU-Net's; these are not logits)."""
+        """Reconstruction ``(C, *S)`` float32 on the CPU of the loaded fold (the name is nnU-Net's; these are not logits).
+
+        With ``perform_everything_on_device`` (set on CUDA, as nnU-Net) the windows are stitched on the device, and
+        on the CPU when that runs out of memory (as nnU-Net falls back).
+        """
         mirror = self.allowed_mirroring_axes if self.use_mirroring else None
         patch = self.configuration_manager.patch_size
         tile = inference_tile_size(input_image.shape[1:], patch, self.configuration_manager.configuration[
             "architecture"]["arch_kwargs"]["strides"], self.whole_case_max_factor)
-        return sliding_window_reconstruct(self.network, input_image, tile,
-                                          out_channels=2 if self.method in SEGMENTATION_METHODS else None,
-                                          tile_step_size=self.tile_step_size, use_gaussian=self.use_gaussian,
-                                          mirror_axes=mirror, window_device=self.device, stitch_device="cpu")
+
+        def run(stitch_device):
+            return sliding_window_reconstruct(self.network, input_image, tile,
+                                              out_channels=2 if self.method in SEGMENTATION_METHODS else None,
+                                              tile_step_size=self.tile_step_size, use_gaussian=self.use_gaussian,
+                                              mirror_axes=mirror, window_device=self.device, stitch_device=stitch_device,
+                                              autocast=self.use_autocast).cpu()
+
+        if self.perform_everything_on_device and self.device.type != "cpu":
+            try:
+                return run(self.device)
+            except torch.cuda.OutOfMemoryError:
+                logger.warning("out of GPU memory while stitching on the device: stitching this case on the CPU")
+                torch.cuda.empty_cache()
+        return run("cpu")
 
     # -- one case ------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -305,6 +323,52 @@ class BlogrrPredictor(nnUNetPredictor):
         spacing = spacing_xyz(self.plans_manager.plans, self.configuration_name)
         space, image, brain, _ = prepare_case(data, geometry, reg.case_to_template, spacing,
                                               self.plans_manager.transpose_forward)
+        soft, amap_mean, taus = self.predict_preprocessed(image, brain, space_spacing(space))
+        per_slice = self.threshold_mode is not None and self.threshold_mode.per_slice
+        hard, removed = self.remove_small_components(soft >= 0.5, space_spacing(space))
+        # zero the removed components only; the soft values around kept ones still shape their borders
+        soft = np.where((soft >= 0.5) & ~hard, 0.0, soft).astype(np.float32)
+        mask = space.mask_to_native(soft)
+        amap_native = space.to_native(amap_mean, linear=True)
+        voxel_ml = float(np.prod(geometry.spacing)) / 1000.0
+        tau_mean = float(np.mean([np.mean(t) for t in taus]))
+        info = {
+            "tau": tau_mean,
+            "tau_per_fold": [float(np.mean(t)) for t in taus],
+            "threshold_source": (f"segmentation network ({SEGMENTATION_METHODS[self.method]}): tumour probability >= 0.5"
+                                 if self.method in SEGMENTATION_METHODS
+                                 else "GMM components atypical for healthy brains (no network)" if self.method == "gmm"
+                                 else "fixed" if self.fixed_threshold is not None
+                                 else f"threshold network ({self.threshold_model}"
+                                      + (f", {self.threshold_input})" if self.threshold_model == "reference" else ")")),
+            "voxels": int(mask.sum()),
+            "volume_ml": float(mask.sum() * voxel_ml),
+            "components_removed": removed,
+            "min_component_ml": self.min_component_ml,
+            "folds": self.used_folds or [str(i) for i in range(len(self.list_of_parameters))],
+            "registration": {"metric": reg.metric, "brain_dice": reg.brain_dice},
+            "anomaly_units": ("tumour probability" if self.method in SEGMENTATION_METHODS else
+                              "atypicality: healthy log-likelihood threshold minus log-likelihood" if self.method == "gmm"
+                              else
+                              "robust z-score of the case (median / (IQR / 1.349)) per channel, averaged over channels"),
+        }
+        if per_slice:
+            info["tau_per_slice_range"] = [float(np.min(taus)), float(np.max(taus))]
+        return CasePrediction(mask, amap_native.astype(np.float32), geometry, tau_mean, info)
+
+    @torch.inference_mode()
+    def predict_preprocessed(self, image: np.ndarray, brain: np.ndarray, spacing) -> tuple[np.ndarray, np.ndarray, list]:
+        """The folds' mean soft mask and anomaly map of a case already on the stored grid, and each fold's tau.
+
+        What :meth:`predict_case` does between preprocessing and the way back to the native grid; also what the
+        GPU check (:mod:`blogrr_nnu.benchmarks.gpu_check`) runs on cases preprocessed beforehand.
+
+        Args:
+            image: ``(C, *S)`` float32 normalised image; brain: ``(*S)`` mask; spacing: voxel size, stored axis order.
+
+        Returns:
+            ``(soft (*S) float32 in [0, 1], anomaly map (*S) float32, taus: one list per fold)``.
+        """
         case = WholeCase("input", torch.from_numpy(image), torch.from_numpy(brain[None] > 0),
                          torch.zeros((1, *brain.shape)), None, {})
         per_slice = self.threshold_mode is not None and self.threshold_mode.per_slice
@@ -314,7 +378,7 @@ class BlogrrPredictor(nnUNetPredictor):
         taus = []
         for checkpoint in self.list_of_parameters:
             if self.method == "gmm":  # no network: the case's mixture judged against the healthy model
-                mask, _ = G.gmm_pseudo_label(image, brain, self.healthy_model, space_spacing(space))
+                mask, _ = G.gmm_pseudo_label(image, brain, self.healthy_model, spacing)
                 amap = torch.from_numpy(G.atypicality_map(image, brain, self.healthy_model))[None]
                 tau = torch.zeros(1)
                 soft_sum += torch.from_numpy(mask.astype(np.float32))[None]
@@ -337,36 +401,7 @@ class BlogrrPredictor(nnUNetPredictor):
         n = len(self.list_of_parameters)
         soft = (soft_sum / n)[0].numpy()
         amap_mean = (amap_sum / n)[0].numpy()
-        hard, removed = self.remove_small_components(soft >= 0.5, space_spacing(space))
-        # zero the removed components only; the soft values around kept ones still shape their borders
-        soft = np.where((soft >= 0.5) & ~hard, 0.0, soft).astype(np.float32)
-        mask = space.mask_to_native(soft)
-        amap_native = space.to_native(amap_mean, linear=True)
-        voxel_ml = float(np.prod(geometry.spacing)) / 1000.0
-        tau_mean = float(np.mean([np.mean(t) for t in taus]))
-        info = {
-            "tau": tau_mean,
-            "tau_per_fold": [float(np.mean(t)) for t in taus],
-            "threshold_source": (f"segmentation network ({SEGMENTATION_METHODS[self.method]}): tumour probability >= 0.5"
-                                 if self.method in SEGMENTATION_METHODS
-                                 else "GMM components atypical for healthy brains (no network)" if self.method == "gmm"
-                                 else "fixed" if self.fixed_threshold is not None
-                                 else f"threshold network ({self.threshold_model}"
-                                      + (f", {self.threshold_input})" if self.threshold_model == "reference" else ")")),
-            "voxels": int(mask.sum()),
-            "volume_ml": float(mask.sum() * voxel_ml),
-            "components_removed": removed,
-            "min_component_ml": self.min_component_ml,
-            "folds": self.used_folds or [str(i) for i in range(n)],
-            "registration": {"metric": reg.metric, "brain_dice": reg.brain_dice},
-            "anomaly_units": ("tumour probability" if self.method in SEGMENTATION_METHODS else
-                              "atypicality: healthy log-likelihood threshold minus log-likelihood" if self.method == "gmm"
-                              else
-                              "robust z-score of the case (median / (IQR / 1.349)) per channel, averaged over channels"),
-        }
-        if per_slice:
-            info["tau_per_slice_range"] = [float(np.min(taus)), float(np.max(taus))]
-        return CasePrediction(mask, amap_native.astype(np.float32), geometry, tau_mean, info)
+        return soft, amap_mean, taus
 
     def _tau(self, case: WholeCase, amap: torch.Tensor, per_slice: bool) -> torch.Tensor:
         """``(1,)`` per case or ``(Z,)`` per slice, on the CPU."""

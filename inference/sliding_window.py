@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compute_steps_for_sliding_window
 
+from blogrr_nnu import amp
+
 
 def _pad_to(image: torch.Tensor, min_shape: Sequence[int]) -> tuple[torch.Tensor, tuple[slice, ...]]:
     """Zero-pad the spatial axes of ``(C, *spatial)`` up to ``min_shape`` (centred); returns the crop back."""
@@ -41,6 +43,7 @@ def sliding_window_reconstruct(
     window_device: torch.device | str = "cpu",
     stitch_device: torch.device | str = "cpu",
     out_channels: int | None = None,
+    autocast: bool = False,
 ) -> torch.Tensor:
     """Apply ``network`` to overlapping tiles of ``image`` and blend the outputs.
 
@@ -56,6 +59,8 @@ def sliding_window_reconstruct(
         window_device: where the network runs.
         stitch_device: where the fp32 sums live (CPU keeps GPU memory free for large volumes).
         out_channels: channels of the output (default: as many as the input).
+        autocast: run the network under fp16 autocast on a CUDA ``window_device`` (as nnU-Net's predictor does;
+            no effect elsewhere); each window's output is stitched in fp32 all the same.
 
     Returns:
         ``(C_out, Z, X, Y)`` float32 on ``stitch_device``.
@@ -75,16 +80,19 @@ def sliding_window_reconstruct(
     x = image.to(torch.float32)
     if len(tile) == 2:
         slices = [_reconstruct(network, x[:, z], tile, tile_step_size, use_gaussian, mirror_axes, window_device,
-                               stitch_device, c_out) for z in range(x.shape[1])]
+                               stitch_device, c_out, autocast) for z in range(x.shape[1])]
         return torch.stack(slices, dim=1)
     if len(tile) != 3:
         raise ValueError(f"tile_size must have 2 or 3 values, got {tile}")
-    return _reconstruct(network, x, tile, tile_step_size, use_gaussian, mirror_axes, window_device, stitch_device, c_out)
+    return _reconstruct(network, x, tile, tile_step_size, use_gaussian, mirror_axes, window_device, stitch_device, c_out,
+                        autocast)
 
 
 def _reconstruct(network, x: torch.Tensor, tile: tuple[int, ...], step: float, use_gaussian: bool,
-                 mirror_axes, window_device, stitch_device, c_out: int) -> torch.Tensor:
+                 mirror_axes, window_device, stitch_device, c_out: int, autocast: bool = False) -> torch.Tensor:
     padded, crop = _pad_to(x, tile)
+    if torch.device(stitch_device).type != "cpu":  # stitching on the GPU: one copy of the volume, not one per window
+        padded = padded.to(window_device)
     spatial = tuple(padded.shape[1:])
     steps = compute_steps_for_sliding_window(spatial, tile, step)
     if use_gaussian:
@@ -104,7 +112,9 @@ def _reconstruct(network, x: torch.Tensor, tile: tuple[int, ...], step: float, u
         out = None
         for axes in flips:
             inp = torch.flip(window, axes) if axes else window
-            pred = network(inp)
+            with amp.autocast(window_device, autocast):
+                pred = network(inp)
+            pred = pred.float()  # fp16 under autocast: mirrored outputs are summed in fp32
             pred = torch.flip(pred, axes) if axes else pred
             out = pred if out is None else out + pred
         out = (out / len(flips))[0].to(stitch_device, torch.float32)

@@ -134,7 +134,7 @@ def test_checkpoints_hold_only_safe_types_and_pickled_objects_are_refused(env, t
         load_checkpoint(tmp_path / "garbage.pth")
 
 
-def _ddp_worker(rank, world, port, pre, results, out):
+def _ddp_worker(rank, world, port, pre, results, out, trainer="blogrr"):
     import torch.distributed as dist
 
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "BLOGRR_preprocessed": pre,
@@ -142,7 +142,7 @@ def _ddp_worker(rank, world, port, pre, results, out):
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         torch.set_num_threads(1)
-        tr = _trainer(iters=1)
+        tr = _trainer(iters=1, trainer=trainer)
         tr.on_train_start()
         init = {k: v.clone() for k, v in tr.network.module.state_dict().items()}
         tr.run_lower_loop(0)
@@ -152,20 +152,58 @@ def _ddp_worker(rank, world, port, pre, results, out):
         dist.destroy_process_group()
 
 
-@pytest.mark.slow
-def test_ddp_two_cpu_processes_hold_identical_weights(pre_root, tmp_path):
+def _two_ranks(pre_root, tmp_path, trainer):
+    """One lower-loop step of ``trainer`` in two gloo processes; each rank's weights before and after."""
     import torch.multiprocessing as mp
 
     from blogrr_nnu.trainers.ddp import free_port
 
-    mp.spawn(_ddp_worker, args=(2, free_port(), str(pre_root / "pre"), str(tmp_path / "res"), str(tmp_path)),
+    mp.spawn(_ddp_worker, args=(2, free_port(), str(pre_root / "pre"), str(tmp_path / "res"), str(tmp_path), trainer),
              nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
-    assert r0["batch"] + r1["batch"] == 2  # the plans' batch of 2 is split over the two ranks
     changed = [k for k in r0["after"] if not torch.equal(r0["after"][k], r0["init"][k])]
     assert changed, "one step must change the weights"
+    return r0, r1
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_hold_identical_weights(pre_root, tmp_path):
+    r0, r1 = _two_ranks(pre_root, tmp_path, "blogrr")
+    assert r0["batch"] + r1["batch"] == 2  # the plans' batch of 2 is split over the two ranks
     for k in r0["after"]:
         assert torch.equal(r0["after"][k], r1["after"][k]), k
+
+
+@pytest.mark.slow
+def test_cgc_ddp_ranks_stay_identical(pre_root, tmp_path):
+    """CGC reads the encoder's skips; its forward must still go through DDP, or the network's gradients are
+    never all-reduced and the ranks drift apart after one step on their own batches (seen before the fix)."""
+    r0, r1 = _two_ranks(pre_root, tmp_path, "cgc")
+    for k in r0["after"]:
+        assert torch.equal(r0["after"][k], r1["after"][k]), k
+
+
+def test_amp_is_the_plain_fp32_step_on_cpu():
+    """Mixed precision is nnU-Net's: CUDA only; on CPU the helpers are the fp32 step, bit for bit."""
+    from blogrr_nnu import amp
+
+    assert not amp.enabled("cpu") and amp.enabled("cuda")
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
+    b.load_state_dict(a.state_dict())
+    opt_a, opt_b = torch.optim.Adam(a.parameters(), 1e-2), torch.optim.Adam(b.parameters(), 1e-2)
+    for _ in range(3):
+        x = torch.randn(4, 5) * 10
+        opt_a.zero_grad(set_to_none=True)
+        (a(x) ** 2).mean().backward()
+        torch.nn.utils.clip_grad_norm_(a.parameters(), 1.0)
+        opt_a.step()
+        with amp.autocast("cpu"):
+            loss_b = (b(x) ** 2).mean()
+        assert loss_b.dtype == torch.float32
+        amp.backward_step(loss_b, opt_b, b.parameters(), None, max_norm=1.0)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
 
 
 def test_2d_threshold_per_slice_and_per_case(env):

@@ -40,7 +40,7 @@ from torch import distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from blogrr_nnu import __version__
+from blogrr_nnu import __version__, amp
 from blogrr_nnu import anomaly as A
 from blogrr_nnu.image_io import atomic_write
 from blogrr_nnu.networks import THRESHOLD_MODELS, build_reconstruction_network, build_threshold_network
@@ -107,6 +107,7 @@ class BlogrrTrainer(nnUNetTrainer):
         # nnU-Net forces CUDA under DDP; we also run DDP on CPU (gloo).
         if self.is_ddp and torch.device(device).type != "cuda":
             self.device = torch.device(device)
+            self.grad_scaler = None  # nnU-Net made one for the CUDA device it assumes under DDP
         self.my_init_kwargs["device"] = str(self.device)
         self.blogrr = self.configuration_manager.configuration["blogrr"]
         self.strides = self.configuration_manager.configuration["architecture"]["arch_kwargs"]["strides"]
@@ -274,7 +275,9 @@ class BlogrrTrainer(nnUNetTrainer):
             x = batch["data"].to(self.device) * brain
             noise = A.coarse_noise(x.shape, b["coarse_noise"]["grid"], b["coarse_noise"]["std_per_channel"],
                                    roll=b["coarse_noise"]["roll"], generator=self.noise_generator, device=self.device)
-            rec = net(x + noise * brain)
+            with amp.autocast(self.device):  # fp16 on CUDA as nnU-Net; the losses below are taken in fp32
+                rec = net(x + noise * brain)
+            rec = rec.float()
             mse = A.masked_mse(rec, x, brain)
             amap = A.anomaly_map(x, rec, brain, sig, rad)
             tau = None
@@ -286,10 +289,7 @@ class BlogrrTrainer(nnUNetTrainer):
                     tau = _unwrap(self.threshold_network)(A.resize(inp, b["threshold_net"]["input_size"]))
             tol = A.error_tolerance_term(amap, tau)
             loss = mse + (b["error_tolerance_weight"] * tol if self.use_error_tolerance else 0.0)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 12)
-            self.optimizer.step()
+            amp.backward_step(loss, self.optimizer, net.parameters(), self.grad_scaler, max_norm=12)
             for k, v in (("lower_loss", loss), ("lower_mse", mse), ("lower_tolerance", tol)):
                 totals[k] += float(v.detach()) / self.num_iterations_per_epoch
         return totals
@@ -398,6 +398,8 @@ class BlogrrTrainer(nnUNetTrainer):
             "num_iterations_per_epoch": int(self.num_iterations_per_epoch),
             "inference_allowed_mirroring_axes": list(self.inference_allowed_mirroring_axes or []),
             "blogrr_version": __version__,
+            # fp16 loss scale on CUDA (nnU-Net saves it too): a resumed run continues with the same scale
+            **({"grad_scaler_state": self.grad_scaler.state_dict()} if self.grad_scaler is not None else {}),
         }
 
     def checkpoint_dict(self) -> dict:
@@ -443,6 +445,8 @@ class BlogrrTrainer(nnUNetTrainer):
         for k in prog.KEYS:  # checkpoints of older versions lack newer keys
             self.progress.setdefault(k, [math.nan] * len(self.progress.get("epoch", [])))
         self.best_pseudo_dice = float(ckpt["best_pseudo_dice"])
+        if self.grad_scaler is not None and ckpt.get("grad_scaler_state"):
+            self.grad_scaler.load_state_dict(ckpt["grad_scaler_state"])
         return ckpt
 
 

@@ -29,6 +29,7 @@ from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from blogrr_nnu import amp
 from blogrr_nnu.inference.sliding_window import inference_tile_size, sliding_window_reconstruct
 from blogrr_nnu.trainers.blogrr_trainer import BlogrrTrainer, _dice, _unwrap
 from blogrr_nnu.trainers.cases import load_whole_case
@@ -158,13 +159,23 @@ class CGCTrainer(BlogrrTrainer):
 
     # -- one training step -----------------------------------------------------------------------------
     def losses(self, x: torch.Tensor, target: torch.Tensor, brain: torch.Tensor) -> dict[str, torch.Tensor]:
-        """CE (inside the brain) and the contrastive loss of one batch; ``x (B, C, *P)``, masks ``(B, 1, *P)``."""
-        net = _unwrap(self.network)
-        skips = net.encoder(x)
-        logits = net.decoder(skips)
+        """CE (inside the brain) and the contrastive loss of one batch; ``x (B, C, *P)``, masks ``(B, 1, *P)``.
+
+        The forward pass runs through ``self.network`` (the DDP wrapper when there is one: only a forward through
+        DDP prepares its gradient all-reduce); the encoder's skips are read by a forward hook. Under fp16
+        autocast on CUDA (as nnU-Net); logits and projections are cast to fp32 before the losses.
+        """
+        seen = {}
+        hook = _unwrap(self.network).encoder.register_forward_hook(lambda m, i, out: seen.update(skips=out))
+        try:
+            with amp.autocast(self.device):
+                logits = self.network(x).float()
+        finally:
+            hook.remove()
         ce_map = F.cross_entropy(logits, target[:, 0].long(), reduction="none")
         ce = (ce_map * brain[:, 0]).sum() / brain.sum().clamp_min(1)
-        proj = self.projection_head(skips[self.contrast_stage])
+        with amp.autocast(self.device):
+            proj = self.projection_head(seen["skips"][self.contrast_stage]).float()
         deep = tuple(proj.shape[2:])
         mini = self.mini_patch
         pool = F.avg_pool3d if self.dim == 3 else F.avg_pool2d
@@ -193,10 +204,9 @@ class CGCTrainer(BlogrrTrainer):
             target = (seg[:, self.target_index:self.target_index + 1] > 0).float()
             x = batch["data"].to(self.device) * brain
             out = self.losses(x, target, brain)
-            self.optimizer.zero_grad(set_to_none=True)
-            out["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(list(self.network.parameters()) + list(self.projection_head.parameters()), 12)
-            self.optimizer.step()
+            amp.backward_step(out["loss"], self.optimizer,
+                              list(self.network.parameters()) + list(self.projection_head.parameters()),
+                              self.grad_scaler, max_norm=12)
             for k, key in (("lower_loss", "loss"), ("ce", "ce"), ("contrastive", "contrastive")):
                 totals[k] += float(out[key].detach()) / self.num_iterations_per_epoch
         return totals

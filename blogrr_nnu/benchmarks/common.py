@@ -62,6 +62,14 @@ def run_in_child(fn: Callable, *args: Any, **kwargs: Any) -> tuple[Any, int]:
         return pool.submit(_child, _importable(fn), args, kwargs).result()
 
 
+def synchronize(device) -> None:
+    """Wait for a CUDA device's queued work (it runs asynchronously) before a clock is read; no-op elsewhere."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
 def child_info() -> dict:
     """What only a process that imported torch knows (call it in a child)."""
     import torch

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from blogrr_nnu.benchmarks.common import (child_info, command_line, emit, load_average, machine_info, mib,
-                                          peak_rss_kib, run_in_child, sec, stats, table)
+                                          peak_rss_kib, run_in_child, sec, stats, synchronize, table)
 
 NAME = "prediction"
 RATIO_TARGET = 1.2
@@ -83,8 +83,18 @@ def load_inputs(folder: Path, ids: list[str], config_spacing: list[float], spaci
     return out
 
 
-def task_window(method: str, dataset: str, configuration: str, ids: list[str], spacing: float, out_dir: str) -> dict:
-    """Child task (a), (b) or (c): time each case's sliding-window reconstruction; save the outputs to compare."""
+def task_window(method: str, dataset: str, configuration: str, ids: list[str], spacing: float, out_dir: str,
+                device: str = "cpu", autocast: bool = False, tag: str | None = None) -> dict:
+    """Child task (a), (b) or (c): time each case's sliding-window reconstruction; save the outputs to compare.
+
+    Args:
+        device: where the network runs. On CUDA the stock predictor stitches on the device
+            (``perform_everything_on_device``, its default there) and under its own fp16 autocast, and ours
+            stitches on the device too; every method first predicts the first case once, untimed (cuDNN picks
+            its kernels per shape).
+        autocast: ours only: windows under fp16 autocast (``BlogrrPredictor.use_autocast``; no effect on CPU).
+        tag: name of the saved outputs (default: ``method``).
+    """
     _imports()
     import numpy as np
     import torch
@@ -98,35 +108,41 @@ def task_window(method: str, dataset: str, configuration: str, ids: list[str], s
     cfg = plans["configurations"][configuration]
     inputs = load_inputs(folder, ids, cfg["spacing_3d"], spacing)
     n_ch = len(dj["channel_names"])
-    net = _network(plans, configuration, n_ch)
+    dev = torch.device(device)
+    net = _network(plans, configuration, n_ch).to(dev)
     patch, strides = list(cfg["patch_size"]), cfg["architecture"]["arch_kwargs"]["strides"]
     factor = 0.0
     if method == "stock":
         p = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
-                            perform_everything_on_device=False, device=torch.device("cpu"), allow_tqdm=False)
+                            perform_everything_on_device=dev.type == "cuda", device=dev, allow_tqdm=False)
         # as many segmentation heads as image channels, so the stock buffer holds the whole reconstruction
         labels = {"background": 0, **{f"channel_{c}": c for c in range(1, n_ch)}}
         pm = PlansManager(plans)
         p.manual_initialization(net, pm, pm.get_configuration(configuration), [net.state_dict()],
                                 {**dj, "labels": labels}, "nnUNetTrainer", None)
     else:
-        p = BlogrrPredictor(0.5, True, False, torch.device("cpu"), fixed_threshold=1.0, allow_tqdm=False)
+        p = BlogrrPredictor(0.5, True, False, dev, fixed_threshold=1.0, allow_tqdm=False)
         p.initialize_from_checkpoints(plans, configuration, dj, [{"network_weights": net.state_dict(),
                                                                   "tau_initialised": False}])
         p.network.load_state_dict(net.state_dict())  # predict_case loads folds itself; here we call the hook
         p.whole_case_max_factor = factor = 0.0 if method == "ours_patch" else 2.0
+        p.use_autocast = autocast
     with torch.inference_mode():  # build the kernels of the patch shape once, for every method alike
-        p.network(torch.zeros((1, n_ch, *patch)))
+        p.network(torch.zeros((1, n_ch, *patch), device=dev))
+        if dev.type == "cuda":
+            p.predict_sliding_window_return_logits(inputs[0])
     seconds, tiles, tile_sizes, shapes = [], [], [], []
     for i, x in enumerate(inputs):
+        synchronize(dev)
         t0 = time.perf_counter()
         out = p.predict_sliding_window_return_logits(x)
+        synchronize(dev)
         seconds.append(time.perf_counter() - t0)
         tile = inference_tile_size(x.shape[1:], patch, strides, factor) if factor else tuple(patch)
         tiles.append(tile_count(x.shape[1:], tile, 0.5))
         tile_sizes.append(list(tile))
         shapes.append(list(x.shape))
-        np.save(Path(out_dir) / f"{method}_{i}.npy", out.numpy())  # native dtype: no fp32 copy of stock's fp16
+        np.save(Path(out_dir) / f"{tag or method}_{i}.npy", out.cpu().numpy())  # native dtype: stock's fp16 stays fp16
         del out
     return {"seconds": seconds, "tiles": tiles, "tile_sizes": tile_sizes, "shapes": shapes}
 

@@ -20,7 +20,7 @@ import tempfile
 import time
 
 from blogrr_nnu.benchmarks.common import (child_info, command_line, emit, load_average, machine_info, mib,
-                                          peak_rss_kib, run_in_child, sec, table)
+                                          peak_rss_kib, run_in_child, sec, synchronize, table)
 
 NAME = "training"
 RATIO_TARGET = 1.15
@@ -42,16 +42,18 @@ def baseline() -> dict:
     return {"rss_kib": peak_rss_kib(), **child_info()}
 
 
-def _ours(dataset: str, configuration: str, fold: str, iters: int | None = None, epochs: int | None = None):
+def build_ours(dataset: str, configuration: str, fold: str, iters: int | None = None, epochs: int | None = None,
+               device: str = "cpu"):
+    """Our BlogrrTrainer, initialised, with its training cases loaded."""
     from blogrr_nnu.trainers.api import build_trainer
 
-    tr = build_trainer(dataset, fold, configuration, device="cpu", iters=iters, epochs=epochs)
+    tr = build_trainer(dataset, fold, configuration, device=device, iters=iters, epochs=epochs)
     tr.initialize()
     tr.on_train_start()
     return tr
 
 
-def _stock(dataset: str, configuration: str, fold: str):
+def build_stock(dataset: str, configuration: str, fold: str, device: str = "cpu"):
     """nnU-Net's own trainer on our plans, with its own training transforms over our healthy training cases."""
     import json
     from pathlib import Path
@@ -77,7 +79,7 @@ def _stock(dataset: str, configuration: str, fold: str):
     # intensity model (healthy_intensity_model.json, blogrr_nnu.pseudo_labels) beside the cases: they are Blosc2.
     with nnunet_paths(), mock.patch.object(stock_module, "infer_dataset_class", lambda folder: nnUNetDatasetBlosc2):
         st = nnUNetTrainer(copy.deepcopy(plans), configuration, "all" if fold == "all" else int(fold), dj,
-                           torch.device("cpu"))
+                           torch.device(device))
         st.initialize()
     folder = Path(st.preprocessed_dataset_folder)
     keys = fold_keys(load_or_create_splits(base, folder), fold, case_roles(folder))["healthy_train"]
@@ -96,7 +98,8 @@ def _stock(dataset: str, configuration: str, fold: str):
     return st
 
 
-def _stock_steps(st, n: int) -> None:
+def stock_steps(st, n: int) -> None:
+    """``n`` iterations of the stock trainer: a batch (its own augmentation, in this process) and ``train_step``."""
     for _ in range(n):
         batch = st.dataloader_train.generate_train_batch()
         t = batch["target"]
@@ -105,28 +108,40 @@ def _stock_steps(st, n: int) -> None:
         st.train_step(batch)
 
 
-def _ours_steps(tr, n: int, epoch: int) -> None:
+def ours_steps(tr, n: int, epoch: int) -> None:
+    """``n`` lower-loop iterations of our trainer (``run_lower_loop`` of ``epoch``)."""
     tr.num_iterations_per_epoch = n
     tr.run_lower_loop(epoch)
 
 
-def task_interleaved(dataset: str, configuration: str, fold: str, iters: int, rounds: int, warmup: int) -> dict:
-    """Child task (a)+(b): both sides in one process, alternating blocks; plus one full healthy-tau pass."""
-    ours, stock = _ours(dataset, configuration, fold), _stock(dataset, configuration, fold)
-    if warmup:  # first steps build kernels and open files: not what an iteration costs
-        _ours_steps(ours, warmup, 0)
-        _stock_steps(stock, warmup)
+def interleave(ours, stock, iters: int, rounds: int) -> dict[str, list]:
+    """``iters`` iterations per side in ``rounds`` alternating blocks; ``{side: [[iterations, seconds], ...]}``.
+
+    The side that goes first alternates, so drift of the machine hits both alike.
+    """
     blocks = [iters // rounds + (1 if r < iters % rounds else 0) for r in range(rounds)]
     times: dict[str, list] = {"ours": [], "stock": []}
     for r, n in enumerate(blocks):
         order = ("ours", "stock") if r % 2 == 0 else ("stock", "ours")
         for side in order:
+            synchronize(ours.device)
             t0 = time.perf_counter()
             if side == "ours":
-                _ours_steps(ours, n, r + 1)
+                ours_steps(ours, n, r + 1)
             else:
-                _stock_steps(stock, n)
+                stock_steps(stock, n)
+            synchronize(ours.device)
             times[side].append([n, time.perf_counter() - t0])
+    return times
+
+
+def task_interleaved(dataset: str, configuration: str, fold: str, iters: int, rounds: int, warmup: int) -> dict:
+    """Child task (a)+(b): both sides in one process, alternating blocks; plus one full healthy-tau pass."""
+    ours, stock = build_ours(dataset, configuration, fold), build_stock(dataset, configuration, fold)
+    if warmup:  # first steps build kernels and open files: not what an iteration costs
+        ours_steps(ours, warmup, 0)
+        stock_steps(stock, warmup)
+    times = interleave(ours, stock, iters, rounds)
     taus_s = None
     if ours.train_threshold and not ours.per_slice:  # 2D computes tau per slice inside each iteration instead
         from blogrr_nnu.trainers.upper_loop import refresh_healthy_taus
@@ -146,14 +161,14 @@ def task_interleaved(dataset: str, configuration: str, fold: str, iters: int, ro
 def task_memory(side: str, dataset: str, configuration: str, fold: str, n: int) -> None:
     """Child task: one side alone, ``n`` iterations (its peak RSS is what the caller wants)."""
     if side == "ours":
-        _ours_steps(_ours(dataset, configuration, fold), n, 0)
+        ours_steps(build_ours(dataset, configuration, fold), n, 0)
     else:
-        _stock_steps(_stock(dataset, configuration, fold), n)
+        stock_steps(build_stock(dataset, configuration, fold), n)
 
 
 def task_epochs(dataset: str, configuration: str, fold: str, epochs: int, iters: int | None) -> dict:
     """Child task (c): ``epochs`` outer epochs of BlogrrTrainer; its recorded per-part times."""
-    tr = _ours(dataset, configuration, fold, iters=iters, epochs=epochs)
+    tr = build_ours(dataset, configuration, fold, iters=iters, epochs=epochs)
     tr.run_training()
     p = tr.progress
     return {"time_lower": p["time_lower"], "time_upper": p["time_upper"], "time_val": p["time_val"],

@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         print("blogrr_train: -device cuda asked for, but no CUDA GPU is available (use -device cpu)", file=sys.stderr)
         return 2
+    from blogrr_nnu.amp import configure_cuda
+
+    configure_cuda(device)  # cuDNN autotuning on CUDA, as nnU-Net's run_training
     kw = dict(trainer=args.trainer, device=device, threshold_input=args.threshold_input, pseudo_label=args.pseudo_label,
               threshold_model=args.threshold_model,
               threshold_per_case=args.threshold_per_case, epochs=args.epochs,
