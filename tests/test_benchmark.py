@@ -274,3 +274,21 @@ def test_label_free_rows_do_not_depend_on_the_test_labels(quick_run, tmp_path):
             assert np.array_equal(a, b), (k, c)
     # ... while the rows that do read the test labels moved
     assert any(first[k]["taus"] != second[k]["taus"] for k in first if k.endswith("_oracle_case"))
+
+
+def test_healthy_scans_with_other_channels_are_refused_before_any_training(tmp_path):
+    """The SB rows predict healthy cases with the tumour scans' channel numbering: a dataset whose healthy scans
+    have other channels must stop at once with the file and the way out, not fail after hours of training."""
+    from blogrr_nnu.benchmarks.comparison import Setting
+    from blogrr_nnu.benchmarks.suite import run_benchmark
+
+    raw = tmp_path / "Dataset990_Mixed"
+    raw.mkdir()
+    (raw / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "T1", "1": "T2", "2": "FLAIR"}, "channel_names_healthy": {"0": "T1", "1": "T2", "2": "PD"},
+        "file_ending": ".nii.gz"}))
+    s = Setting(dataset=raw.name, configuration="3d_cpu", fold="0", methods=["dae"], raw=raw,
+                preprocessed=tmp_path / "missing", work=tmp_path / "work")
+    with pytest.raises(ValueError, match=r"dataset.json: healthy scans have other channels.*same channels"):
+        run_benchmark(s)
+    assert not (tmp_path / "work").exists()

@@ -39,6 +39,11 @@ def run_benchmark(s: C.Setting) -> dict:
 
     dj = json.loads((s.raw / "dataset.json").read_text())
     ending, n_ch = dj["file_ending"], len(dj["channel_names"])
+    if dj.get("channel_names_healthy", dj["channel_names"]) != dj["channel_names"]:
+        # the SB rows predict held-out healthy cases with the tumour scans' channel numbering
+        raise ValueError(f"{s.raw / 'dataset.json'}: healthy scans have other channels than the tumour scans "
+                         "(channel_names_healthy); blogrr_benchmark needs both with the same channels: convert the "
+                         "dataset with only the shared channels (blogrr_convert_brats --healthy_channel ...)")
     test_ids = test_case_ids(s.raw, ending)
     plans = load_plans(s.preprocessed)
     data = s.preprocessed / plans["configurations"][s.configuration]["data_identifier"]
