@@ -24,7 +24,7 @@ from blogrr_nnu import gmm as G
 from blogrr_nnu.image_io import atomic_write
 from blogrr_nnu.parallel import process_pool
 from blogrr_nnu.planners.preprocessing import NO_LABEL, SEG_CHANNELS, save_case_atomic
-from blogrr_nnu.trainers.splits import case_roles
+from blogrr_nnu.splits import case_roles
 
 logger = logging.getLogger(__name__)
 

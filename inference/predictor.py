@@ -33,16 +33,15 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from blogrr_nnu import gmm as G
 from blogrr_nnu.image_io import Geometry
-from blogrr_nnu.inference.sliding_window import inference_tile_size, sliding_window_reconstruct
+from blogrr_nnu.sliding_window import inference_tile_size, sliding_window_reconstruct
 from blogrr_nnu.networks import build_reconstruction_network, build_threshold_network
 from blogrr_nnu.planners.api import spacing_xyz
 from blogrr_nnu.planners.fingerprint import registration_channel
 from blogrr_nnu.planners.preprocessing import prepare_case
 from blogrr_nnu.registration import register_to_template
 from blogrr_nnu.threshold_modes import ThresholdMode
-from blogrr_nnu.trainers.cases import WholeCase, anomaly_from_reconstruction
-from blogrr_nnu.trainers.checkpoint import load_checkpoint
-from blogrr_nnu.trainers.supervised import load_stock_checkpoint
+from blogrr_nnu.cases import WholeCase, anomaly_from_reconstruction
+from blogrr_nnu.checkpoint import load_checkpoint, load_stock_checkpoint
 
 logger = logging.getLogger(__name__)
 

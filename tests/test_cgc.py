@@ -13,7 +13,7 @@ from blogrr_nnu.image_io import read_image
 from blogrr_nnu.planners.api import plan_and_preprocess
 from blogrr_nnu.trainers.api import build_trainer
 from blogrr_nnu.trainers.cgc_trainer import contrast_geometry, cross_granularity_contrastive_loss
-from blogrr_nnu.trainers.checkpoint import load_checkpoint
+from blogrr_nnu.checkpoint import load_checkpoint
 from template_cases import write_template_dataset
 
 DATASET = "Dataset983_CgcTiny"

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 MODULES = ["blogrr_nnu.networks", "blogrr_nnu.channels", "blogrr_nnu.reports.parser",
-           "blogrr_nnu.trainers.cgc_trainer", "blogrr_nnu.inference.sliding_window"]
+           "blogrr_nnu.trainers.cgc_trainer", "blogrr_nnu.sliding_window"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -80,7 +80,7 @@ def test_pack_carries_one_copy_of_identical_arrays_and_unpack_rechunks_it(carrie
 
 @pytest.mark.slow  # ~20-50 s: every part at toy sizes in a fresh process
 def test_allow_cpu_runs_every_part_without_simpleitk_or_deepmriprep(carried, tmp_path):
-    from blogrr_nnu.inference.sliding_window import inference_tile_size, tile_count
+    from blogrr_nnu.sliding_window import inference_tile_size, tile_count
 
     root, _ = carried
     absent = tmp_path / "absent" / "deepmriprep"

@@ -15,7 +15,7 @@ from blogrr_nnu.image_io import read_image, write_image
 from blogrr_nnu.inference.predictor import BlogrrPredictor
 from blogrr_nnu.networks import build_reconstruction_network, build_threshold_network
 from blogrr_nnu.planners.api import plan_and_preprocess
-from blogrr_nnu.trainers.checkpoint import save_checkpoint
+from blogrr_nnu.checkpoint import save_checkpoint
 from template_cases import RIGHT_FRONTAL_LPS, make_case, write_template_dataset
 
 CONFIG = "3d_cpu"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from blogrr_nnu.inference.sliding_window import sliding_window_reconstruct, tile_count
+from blogrr_nnu.sliding_window import sliding_window_reconstruct, tile_count
 
 RNG = np.random.default_rng(0)
 CASES = [(tuple(int(v) for v in RNG.integers(5, 40, 3)), tuple(int(v) for v in RNG.integers(4, 24, 3)),

@@ -9,7 +9,7 @@ import torch
 
 from blogrr_nnu.planners.api import plan_and_preprocess
 from blogrr_nnu.trainers.api import build_trainer, resume
-from blogrr_nnu.trainers.checkpoint import UnsafeCheckpointError, load_checkpoint
+from blogrr_nnu.checkpoint import UnsafeCheckpointError, load_checkpoint
 from template_cases import write_template_dataset
 
 CONFIG = "3d_cpu"
@@ -240,7 +240,7 @@ def test_default_upper_loop_gives_each_case_its_own_threshold(env):
     constructed cases whose best thresholds differ: T's tau of each case lands where that case's Dice is within
     0.02 of its best (see tests/test_tau.py for why a Dice bound), and the bright case gets the higher tau."""
     from blogrr_nnu.tau import dice_optimal_threshold
-    from blogrr_nnu.trainers.cases import WholeCase
+    from blogrr_nnu.cases import WholeCase
     from test_tau import _dice, _lesion_case
 
     tr = build_trainer(DATASET, 0, CONFIG, device="cpu", epochs=1, iters=4, pseudo_label="gmm")  # default upper loop

@@ -47,9 +47,9 @@ from blogrr_nnu.networks import THRESHOLD_MODELS, build_reconstruction_network, 
 from blogrr_nnu.paths import environment, preprocessed_root, results_root
 from blogrr_nnu.threshold_modes import ThresholdMode
 from blogrr_nnu.trainers import progress as prog
-from blogrr_nnu.trainers.cases import case_anomaly_map, load_whole_case
-from blogrr_nnu.trainers.checkpoint import load_checkpoint, save_checkpoint
-from blogrr_nnu.trainers.splits import case_roles, fold_keys, load_or_create_splits
+from blogrr_nnu.cases import case_anomaly_map, load_whole_case
+from blogrr_nnu.checkpoint import load_checkpoint, save_checkpoint
+from blogrr_nnu.splits import case_roles, fold_keys, load_or_create_splits
 from blogrr_nnu.trainers.upper_loop import UPPER_LOOPS, refresh_healthy_taus, unwrap
 
 THRESHOLD_INPUTS = ("image", "image+anomaly")

@@ -30,9 +30,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from blogrr_nnu import amp
-from blogrr_nnu.inference.sliding_window import inference_tile_size, sliding_window_reconstruct
+from blogrr_nnu.sliding_window import inference_tile_size, sliding_window_reconstruct
 from blogrr_nnu.trainers.blogrr_trainer import BlogrrTrainer, _dice, _unwrap
-from blogrr_nnu.trainers.cases import load_whole_case
+from blogrr_nnu.cases import load_whole_case
 
 # The reference: 1 mm BraTS voxels, deepest map at stride 8 (8 mm voxels). Its mini-patches were 6x6x2
 # (48 x 48 x 16 mm, best) and 3x3x1 (24 x 24 x 8 mm, close). Stored axis order is (Z, X, Y): slice axis first.

@@ -34,7 +34,7 @@ from blogrr_nnu.image_io import atomic_write
 from blogrr_nnu.paths import environment, preprocessed_root, resolve_dataset, results_root
 from blogrr_nnu.planners.api import load_plans
 from blogrr_nnu.planners.preprocessing import SEG_CHANNELS, is_done, save_case_atomic
-from blogrr_nnu.trainers.splits import case_roles, load_or_create_splits
+from blogrr_nnu.splits import case_roles, load_or_create_splits
 
 logger = logging.getLogger(__name__)
 
@@ -158,21 +158,3 @@ def train_supervised(dataset: str | int, fold: int | str, configuration: str, *,
             tr.load_checkpoint(str(latest))
         tr.run_training()
     return fold_dir
-
-
-def load_stock_checkpoint(path: str | os.PathLike) -> dict:
-    """A stock nnU-Net checkpoint as prediction needs it, read with ``weights_only=True``.
-
-    nnU-Net pickles numpy scalars in its log, which ``weights_only`` refuses by default; those (and nothing
-    that can run code) are allowed here, so the file is still read safely.
-    """
-    from blogrr_nnu.trainers.checkpoint import load_checkpoint
-
-    core = getattr(np, "_core", None) or np.core  # numpy >= 2 pickles its scalars from numpy._core
-    safe = [np.dtype, core.multiarray.scalar]
-    safe += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "bool")]
-    with torch.serialization.safe_globals(safe):
-        ckpt = load_checkpoint(path, "cpu")
-    return {"network_weights": ckpt["network_weights"], "method": "nnunet", "trainer_name": ckpt.get("trainer_name"),
-            "inference_allowed_mirroring_axes": list(ckpt.get("inference_allowed_mirroring_axes") or []),
-            "current_epoch": int(ckpt.get("current_epoch", 0)), "logging": ckpt.get("logging", {})}

@@ -26,9 +26,9 @@ from scipy.stats import spearmanr
 
 from blogrr_nnu.networks import MapStatsThresholdNet, build_reconstruction_network
 from blogrr_nnu.tau import dice_optimal_threshold, fit_threshold_regression, map_features, target_threshold
-from blogrr_nnu.trainers.cases import case_anomaly_map, load_whole_case
-from blogrr_nnu.trainers.checkpoint import load_checkpoint
-from blogrr_nnu.trainers.splits import case_roles, fold_keys, load_or_create_splits
+from blogrr_nnu.cases import case_anomaly_map, load_whole_case
+from blogrr_nnu.checkpoint import load_checkpoint
+from blogrr_nnu.splits import case_roles, fold_keys, load_or_create_splits
 from blogrr_nnu.trainers.upper_loop import StatsUpperLoop
 
 # target name -> (seg channel, how tau*_P is read off it)

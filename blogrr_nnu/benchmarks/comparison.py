@@ -108,7 +108,7 @@ def ensure_trained(s: Setting, key: str) -> tuple[Path, bool]:
     final = folder / f"fold_{s.fold}" / "checkpoint_final.pth"
     if final.is_file():
         if m.trainer == "blogrr":
-            from blogrr_nnu.trainers.checkpoint import load_checkpoint
+            from blogrr_nnu.checkpoint import load_checkpoint
 
             have = load_checkpoint(final).get("threshold_model", "reference")
             want = m.threshold_model or "stats"
@@ -135,7 +135,7 @@ def training_time(folder: Path, fold: str) -> dict:
     """Seconds and lower-loop (training) iterations recorded in the final checkpoint of a run."""
     ckpt_path = folder / f"fold_{fold}" / "checkpoint_final.pth"
     if folder.name.startswith("nnUNetTrainer"):
-        from blogrr_nnu.trainers.supervised import load_stock_checkpoint
+        from blogrr_nnu.checkpoint import load_stock_checkpoint
 
         log = load_stock_checkpoint(ckpt_path)["logging"]
         seconds = float(np.sum(np.subtract(log["epoch_end_timestamps"], log["epoch_start_timestamps"])))
@@ -146,7 +146,7 @@ def training_time(folder: Path, fold: str) -> dict:
         curve = {"half": ema[len(ema) // 2 - 1], "end": ema[-1], "max": max(ema)} if len(ema) >= 2 else None
         return {"seconds": seconds, "iterations": iters, "seconds_per_iteration": seconds / max(iters, 1),
                 "lower_seconds": seconds, "val_ema_dice": curve}
-    from blogrr_nnu.trainers.checkpoint import load_checkpoint
+    from blogrr_nnu.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(ckpt_path)
     p = ckpt["progress"]

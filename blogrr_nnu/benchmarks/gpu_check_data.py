@@ -55,7 +55,7 @@ def same_arrays(a: Path, b: Path, case_ids: list[str]) -> bool:
 
 def subset(data_folder: Path, n_healthy: int, n_tumor: int) -> list[str]:
     """The first ``n_healthy`` healthy and ``n_tumor`` tumour case ids (by id) of a configuration folder."""
-    from blogrr_nnu.trainers.splits import case_roles
+    from blogrr_nnu.splits import case_roles
 
     roles = case_roles(data_folder)
     healthy = sorted(k for k, r in roles.items() if r == "healthy")[:n_healthy]
@@ -94,7 +94,7 @@ def pack(dataset: str, configurations: list[str], out_root: Path, n_healthy: int
     from blogrr_nnu.paths import preprocessed_root, raw_root, resolve_dataset
     from blogrr_nnu.planners.api import load_plans, spacing_xyz
     from blogrr_nnu.planners.preprocessing import ConfigTarget
-    from blogrr_nnu.trainers.splits import case_roles, fold_keys, load_or_create_splits, make_splits
+    from blogrr_nnu.splits import case_roles, fold_keys, load_or_create_splits, make_splits
 
     src = resolve_dataset(dataset, preprocessed_root())
     plans = load_plans(src)

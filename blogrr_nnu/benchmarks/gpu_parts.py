@@ -262,7 +262,7 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 def predict_test_cases(run_folder: Path, fold: str, test_folder: Path, device: torch.device) -> dict:
     """Dice on the stored grid of every preprocessed test case, and seconds per case (predict_preprocessed)."""
     from blogrr_nnu.inference.predictor import BlogrrPredictor
-    from blogrr_nnu.trainers.cases import load_whole_case
+    from blogrr_nnu.cases import load_whole_case
 
     p = BlogrrPredictor(device=device, allow_tqdm=False)
     p.initialize_from_run_folder(run_folder, use_folds=[str(fold)])

@@ -33,8 +33,8 @@ def _imports() -> None:
     import torch  # noqa: F401
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor  # noqa: F401
 
-    from blogrr_nnu.inference import predictor, sliding_window  # noqa: F401
-    from blogrr_nnu.trainers import cases  # noqa: F401
+    from blogrr_nnu import cases, sliding_window  # noqa: F401
+    from blogrr_nnu.inference import predictor  # noqa: F401
 
 
 def baseline() -> dict:
@@ -70,7 +70,7 @@ def load_inputs(folder: Path, ids: list[str], config_spacing: list[float], spaci
     """Images ``(C, Z, X, Y)`` of the cases, trilinearly resampled from the configuration's spacing to ``spacing``."""
     import torch
 
-    from blogrr_nnu.trainers.cases import load_whole_case
+    from blogrr_nnu.cases import load_whole_case
 
     out = []
     for cid in ids:
@@ -102,7 +102,7 @@ def task_window(method: str, dataset: str, configuration: str, ids: list[str], s
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from blogrr_nnu.inference.predictor import BlogrrPredictor
-    from blogrr_nnu.inference.sliding_window import inference_tile_size, tile_count
+    from blogrr_nnu.sliding_window import inference_tile_size, tile_count
 
     plans, dj, folder = _setup(dataset, configuration)
     cfg = plans["configurations"][configuration]

@@ -33,7 +33,7 @@ def test_case_ids(raw: Path, ending: str) -> list[str]:
 
 def run_benchmark(s: C.Setting) -> dict:
     """Train/reuse, predict, threshold and score every method in ``s.methods``; returns the raw results."""
-    from blogrr_nnu.trainers.splits import case_roles, fold_keys, load_or_create_splits
+    from blogrr_nnu.splits import case_roles, fold_keys, load_or_create_splits
     from blogrr_nnu.planners.api import load_plans
     from blogrr_nnu.trainers.supervised import NoLabelsError
 

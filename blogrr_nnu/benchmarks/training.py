@@ -69,7 +69,7 @@ def build_stock(dataset: str, configuration: str, fold: str, device: str = "cpu"
     from blogrr_nnu.paths import preprocessed_root, resolve_dataset
     from blogrr_nnu.planners.api import load_plans
     from blogrr_nnu.trainers.blogrr_trainer import nnunet_paths
-    from blogrr_nnu.trainers.splits import case_roles, fold_keys, load_or_create_splits
+    from blogrr_nnu.splits import case_roles, fold_keys, load_or_create_splits
 
     base = resolve_dataset(dataset, preprocessed_root())
     plans = load_plans(base)

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     from blogrr_nnu.inference.predict_folder import predict_folder
     from blogrr_nnu.inference.predictor import DEFAULT_MIN_COMPONENT_ML, BlogrrPredictor, ModelFolderError
     from blogrr_nnu.paths import DatasetNotFoundError
-    from blogrr_nnu.trainers.checkpoint import UnsafeCheckpointError
+    from blogrr_nnu.checkpoint import UnsafeCheckpointError
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 def _sweep(data, folder, args) -> int:
     """``--margin_sweep``: fused Dice per margin on the fold's tumour training cases."""
     from blogrr_nnu.pseudo_labels import margin_sweep
-    from blogrr_nnu.trainers.splits import case_roles, fold_keys, load_or_create_splits
+    from blogrr_nnu.splits import case_roles, fold_keys, load_or_create_splits
 
     keys = fold_keys(load_or_create_splits(folder, data), args.fold, case_roles(data))["tumor_train"]
     result = margin_sweep(data, keys, args.margin_sweep)

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from blogrr_nnu.paths import DatasetNotFoundError
-    from blogrr_nnu.trainers.checkpoint import UnsafeCheckpointError
+    from blogrr_nnu.checkpoint import UnsafeCheckpointError
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():

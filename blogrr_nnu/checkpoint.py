@@ -10,6 +10,7 @@ import os
 import pickle
 from pathlib import Path
 
+import numpy as np
 import torch
 
 
@@ -55,3 +56,19 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(ckpt, dict) or "network_weights" not in ckpt:
         raise UnsafeCheckpointError(f"{path}: not a blogrr checkpoint (no network_weights)")
     return ckpt
+
+
+def load_stock_checkpoint(path: str | os.PathLike) -> dict:
+    """A stock nnU-Net checkpoint as prediction needs it, read with ``weights_only=True``.
+
+    nnU-Net pickles numpy scalars in its log, which ``weights_only`` refuses by default; those (and nothing
+    that can run code) are allowed here, so the file is still read safely.
+    """
+    core = getattr(np, "_core", None) or np.core  # numpy >= 2 pickles its scalars from numpy._core
+    safe = [np.dtype, core.multiarray.scalar]
+    safe += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "bool")]
+    with torch.serialization.safe_globals(safe):
+        ckpt = load_checkpoint(path, "cpu")
+    return {"network_weights": ckpt["network_weights"], "method": "nnunet", "trainer_name": ckpt.get("trainer_name"),
+            "inference_allowed_mirroring_axes": list(ckpt.get("inference_allowed_mirroring_axes") or []),
+            "current_epoch": int(ckpt.get("current_epoch", 0)), "logging": ckpt.get("logging", {})}

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from blogrr_nnu import anomaly as A
-from blogrr_nnu.inference.sliding_window import inference_tile_size, sliding_window_reconstruct
+from blogrr_nnu.sliding_window import inference_tile_size, sliding_window_reconstruct
 
 
 @dataclass
@@ -66,7 +66,7 @@ def case_anomaly_map(network, case: WholeCase, patch_size, blogrr: dict, device:
 
     Args:
         strides: the network's strides; given, a case that fits in twice the patch runs as one window
-            (:func:`~blogrr_nnu.inference.sliding_window.inference_tile_size`), else sliding windows of the patch.
+            (:func:`~blogrr_nnu.sliding_window.inference_tile_size`), else sliding windows of the patch.
 
     Returns:
         ``(reconstruction (C, *S), anomaly map (1, *S))``.
