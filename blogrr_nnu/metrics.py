@@ -60,6 +60,22 @@ def hd95(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...]) -> float
                      np.percentile(_directed_distances(r, p, spacing), 95)))
 
 
+def dice(a, b) -> float:
+    """Dice of two masks, numpy arrays or torch tensors (foreground: non-zero); 1.0 when both are empty.
+
+    The one Dice of the package's quick checks (validation, pseudo-label quality, registration, diagnostics);
+    :func:`binary_metrics` gives it with the other metrics and NaN conventions of ``blogrr_evaluate``.
+
+    >>> dice(np.array([1, 1, 0, 0]), np.array([1, 0, 0, 0]))
+    0.6666666666666666
+    >>> dice(np.zeros(3), np.zeros(3))
+    1.0
+    """
+    a, b = (np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x).astype(bool) for x in (a, b))
+    denom = int(a.sum()) + int(b.sum())
+    return 1.0 if denom == 0 else 2.0 * int(np.logical_and(a, b).sum()) / denom
+
+
 def binary_metrics(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, float, float]) -> dict[str, float]:
     """Overlap, surface distance and volume of a predicted mask against a reference mask.
 

@@ -25,6 +25,7 @@ from blogrr_nnu.image_io import atomic_write
 from blogrr_nnu.parallel import process_pool
 from blogrr_nnu.planners.preprocessing import NO_LABEL, SEG_CHANNELS, save_case_atomic
 from blogrr_nnu.splits import case_roles
+from blogrr_nnu.metrics import dice as mask_dice
 
 logger = logging.getLogger(__name__)
 
@@ -131,11 +132,6 @@ def _run(jobs: list, num_processes: int) -> dict[str, str]:
     return dict(_one(j) for j in tqdm(jobs, desc="GMM / fused pseudo-labels"))
 
 
-def _dice(p: np.ndarray, ref: np.ndarray) -> float:
-    denom = p.sum() + ref.sum()
-    return float(2 * np.logical_and(p, ref).sum() / denom) if denom else 1.0
-
-
 def margin_sweep(folder: str | Path, case_ids: list[str], margins: list[float]) -> dict:
     """Dice against the label of the fused pseudo-label made with each margin, on the given (labelled) cases.
 
@@ -158,7 +154,7 @@ def margin_sweep(folder: str | Path, case_ids: list[str], margins: list[float]) 
         atyp = G.atypicality_map(data, brain, model)
         report = seg[SEG_CHANNELS.index("pseudo_report")] if props.get("has_report_pseudo_label") else None
         volume = G.ellipsoid_volume_ml((props.get("report") or {}).get("size_mm"))
-        dice = [_dice(G.fuse_report_and_image(report, gmm, atyp, spacing, volume, margin_mm=m, brain=brain)[0] > 0,
+        dice = [mask_dice(G.fuse_report_and_image(report, gmm, atyp, spacing, volume, margin_mm=m, brain=brain)[0] > 0,
                       label > 0) for m in margins]
         rows.append({"case_id": cid, "dice": dice})
     if not rows:
@@ -187,7 +183,7 @@ def quality(folder: str | Path) -> dict:
         row = {"case_id": case_id, "role": role,
                "label_ml": float(ref.sum() * np.prod(props["spacing"]) / 1000.0)}
         for name, channel in SOURCES.items():
-            row[name] = _dice(seg[SEG_CHANNELS.index(channel)] > 0, ref)
+            row[name] = mask_dice(seg[SEG_CHANNELS.index(channel)] > 0, ref)
         rows.append(row)
     summary = {s: {"mean": float(np.mean([r[s] for r in rows])) if rows else float("nan"),
                    "std": float(np.std([r[s] for r in rows])) if rows else float("nan"), "n": len(rows)}

@@ -16,6 +16,7 @@ import SimpleITK as sitk
 
 from blogrr_nnu import atlas
 from blogrr_nnu.image_io import Geometry, array_to_sitk, sitk_to_array
+from blogrr_nnu.metrics import dice  # noqa: F401  (re-exported: registration quality is a Dice)
 
 logger = logging.getLogger(__name__)
 
@@ -108,13 +109,6 @@ def warp_to_template(case_image: sitk.Image, template_geometry: Geometry, case_t
     ref = template_geometry.apply_to(sitk.Image([int(s) for s in template_geometry.shape], sitk.sitkUInt8))
     interp = sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear
     return sitk.Resample(case_image, ref, case_to_template.GetInverse(), interp, default, case_image.GetPixelID())
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two boolean arrays (1.0 when both are empty)."""
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    denom = a.sum() + b.sum()
-    return 1.0 if denom == 0 else float(2.0 * np.logical_and(a, b).sum() / denom)
 
 
 def register_to_template(image: np.ndarray, geometry: Geometry, *, template_spacing: float = 2.0,

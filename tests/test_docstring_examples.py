@@ -8,7 +8,7 @@ import pytest
 import torch
 
 MODULES = ["blogrr_nnu.networks", "blogrr_nnu.channels", "blogrr_nnu.reports.parser",
-           "blogrr_nnu.trainers.cgc_trainer", "blogrr_nnu.sliding_window"]
+           "blogrr_nnu.trainers.cgc_trainer", "blogrr_nnu.sliding_window", "blogrr_nnu.metrics"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -250,3 +250,19 @@ def test_cli_usage_errors_exit_2_with_one_line(problem, folders, tmp_path, capsy
     assert len(err.splitlines()) == 1 and err.startswith("blogrr_evaluate: ")
     assert ("no *.nii.gz label file" in err) if problem == "no_labels" else ("does not exist" in err)
     assert not (pred_dir / "summary.json").exists()
+
+
+def test_quick_dice_matches_binary_metrics_on_numpy_and_torch():
+    """The one quick Dice (validation, pseudo-label quality, registration, diagnostics) equals blogrr_evaluate's."""
+    import torch
+
+    from blogrr_nnu.metrics import dice
+
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        a, b = rng.random((6, 7, 8)) > 0.6, rng.random((6, 7, 8)) > 0.3
+        ref = binary_metrics(a, b, (1.0, 1.0, 1.0))["dice"]
+        assert dice(a, b) == ref
+        assert dice(torch.from_numpy(a), torch.from_numpy(b.astype(np.float32))) == ref
+    assert dice(np.zeros((2, 2)), np.zeros((2, 2))) == 1.0
+    assert dice(np.ones((2, 2)), np.zeros((2, 2))) == 0.0

@@ -51,6 +51,7 @@ from blogrr_nnu.cases import case_anomaly_map, load_whole_case
 from blogrr_nnu.checkpoint import load_checkpoint, save_checkpoint
 from blogrr_nnu.splits import case_roles, fold_keys, load_or_create_splits
 from blogrr_nnu.trainers.upper_loop import UPPER_LOOPS, refresh_healthy_taus, unwrap
+from blogrr_nnu.metrics import dice as mask_dice
 
 THRESHOLD_INPUTS = ("image", "image+anomaly")
 
@@ -323,9 +324,9 @@ class BlogrrTrainer(nnUNetTrainer):
                     out["val_healthy_flagged"].append(float(pred.sum() / brain.sum().clamp_min(1)))
             elif pred is not None:
                 if case.target.any():
-                    out["val_pseudo_dice"].append(_dice(pred, case.target > 0))
+                    out["val_pseudo_dice"].append(mask_dice(pred, case.target > 0))
                 if case.label is not None:
-                    out["val_gt_dice"].append(_dice(pred, case.label))
+                    out["val_gt_dice"].append(mask_dice(pred, case.label))
                 if self.threshold_model == "stats":  # how far T's tau is from the case's own target (log units)
                     t_p = self.upper_loop.case_target(case, amap)
                     if t_p is not None:
@@ -448,12 +449,6 @@ class BlogrrTrainer(nnUNetTrainer):
         if self.grad_scaler is not None and ckpt.get("grad_scaler_state"):
             self.grad_scaler.load_state_dict(ckpt["grad_scaler_state"])
         return ckpt
-
-
-def _dice(pred: torch.Tensor, ref: torch.Tensor) -> float:
-    p, r = pred.bool(), ref.bool()
-    denom = int(p.sum()) + int(r.sum())
-    return 1.0 if denom == 0 else float(2 * int((p & r).sum()) / denom)
 
 
 class DAETrainer(BlogrrTrainer):

@@ -31,8 +31,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from blogrr_nnu import amp
 from blogrr_nnu.sliding_window import inference_tile_size, sliding_window_reconstruct
-from blogrr_nnu.trainers.blogrr_trainer import BlogrrTrainer, _dice, _unwrap
+from blogrr_nnu.trainers.blogrr_trainer import BlogrrTrainer, _unwrap
 from blogrr_nnu.cases import load_whole_case
+from blogrr_nnu.metrics import dice as mask_dice
 
 # The reference: 1 mm BraTS voxels, deepest map at stride 8 (8 mm voxels). Its mini-patches were 6x6x2
 # (48 x 48 x 16 mm, best) and 3x3x1 (24 x 24 x 8 mm, close). Stored axis order is (Z, X, Y): slice axis first.
@@ -235,9 +236,9 @@ class CGCTrainer(BlogrrTrainer):
                 out["val_healthy_flagged"].append(float(pred.sum() / case.brain.sum().clamp_min(1)))
                 continue
             if case.target.any():
-                out["val_pseudo_dice"].append(_dice(pred, case.target > 0))
+                out["val_pseudo_dice"].append(mask_dice(pred, case.target > 0))
             if case.label is not None:
-                out["val_gt_dice"].append(_dice(pred, case.label))
+                out["val_gt_dice"].append(mask_dice(pred, case.label))
         res = {k: float(np.mean(v)) if v else math.nan for k, v in out.items()}
         res["val_healthy_mse"] = math.nan
         return res

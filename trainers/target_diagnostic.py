@@ -30,6 +30,7 @@ from blogrr_nnu.cases import case_anomaly_map, load_whole_case
 from blogrr_nnu.checkpoint import load_checkpoint
 from blogrr_nnu.splits import case_roles, fold_keys, load_or_create_splits
 from blogrr_nnu.trainers.upper_loop import StatsUpperLoop
+from blogrr_nnu.metrics import dice as mask_dice
 
 # target name -> (seg channel, how tau*_P is read off it)
 TARGETS = {
@@ -41,9 +42,7 @@ TARGETS = {
 
 
 def _dice(amap: np.ndarray, brain: np.ndarray, label: np.ndarray, t: float) -> float:
-    p = (amap > t) & brain
-    denom = p.sum() + label.sum()
-    return 1.0 if denom == 0 else float(2 * np.logical_and(p, label).sum() / denom)
+    return mask_dice((amap > t) & brain, label)
 
 
 def _rho(a, b) -> float:

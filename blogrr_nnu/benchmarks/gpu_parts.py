@@ -19,6 +19,7 @@ import torch
 
 from blogrr_nnu import anomaly as A
 from blogrr_nnu.benchmarks.common import sec, stats, synchronize, table
+from blogrr_nnu.metrics import dice as mask_dice
 
 ITERATION_TARGET = 1.15
 PREDICTION_TARGET = 1.2
@@ -254,11 +255,6 @@ def part_prediction(dataset: str, configuration: str, device: torch.device, size
 
 
 # -- (B), (C) a short training, prediction and Dice -------------------------------------------------------------
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    denom = int(a.sum()) + int(b.sum())
-    return 1.0 if denom == 0 else 2.0 * int((a & b).sum()) / denom
-
-
 def predict_test_cases(run_folder: Path, fold: str, test_folder: Path, device: torch.device) -> dict:
     """Dice on the stored grid of every preprocessed test case, and seconds per case (predict_preprocessed)."""
     from blogrr_nnu.inference.predictor import BlogrrPredictor
@@ -274,7 +270,7 @@ def predict_test_cases(run_folder: Path, fold: str, test_folder: Path, device: t
         soft, _, _ = p.predict_preprocessed(case.data.numpy(), case.brain[0].numpy(), spacing)
         hard, _ = p.remove_small_components(soft >= 0.5, spacing)
         seconds.append(time.perf_counter() - t0)
-        dice[case.case_id] = _dice(hard, case.label[0].numpy()) if case.label is not None else math.nan
+        dice[case.case_id] = mask_dice(hard, case.label[0].numpy()) if case.label is not None else math.nan
     return {"dice": dice, "seconds": seconds}
 
 

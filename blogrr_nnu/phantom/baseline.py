@@ -11,14 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from blogrr_nnu.image_io import read_image
+from blogrr_nnu.metrics import dice as mask_dice
 
 FLAIR_CHANNEL = 2
 THRESHOLDS = np.round(np.arange(0.0, 6.001, 0.05), 3)
-
-
-def _dice(pred: np.ndarray, gt: np.ndarray) -> float:
-    denom = pred.sum() + gt.sum()
-    return 1.0 if denom == 0 else 2.0 * float(np.logical_and(pred, gt).sum()) / float(denom)
 
 
 def flair_threshold_dice(folder: str | Path, roles: tuple[str, ...] = ("tumor", "test"),
@@ -54,7 +50,7 @@ def flair_threshold_dice(folder: str | Path, roles: tuple[str, ...] = ("tumor", 
             row = []
             for k, t in enumerate(thresholds):
                 p = zb > t
-                row.append(_dice(p, gb))
+                row.append(mask_dice(p, gb))
                 inter[k] += np.logical_and(p, gb).sum()
                 sums[k] += p.sum() + gb.sum()
             per_case.append(row)
