@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from blogrr_nnu.benchmarks import thresholds as T
+from blogrr_nnu.benchmarks import report as R
 from blogrr_nnu.commands.benchmark import main as benchmark_main
 from blogrr_nnu.commands.evaluate import main as evaluate_main
 from blogrr_nnu.planners.api import plan_and_preprocess
@@ -117,7 +118,7 @@ def test_quick_table_equals_blogrr_evaluate_on_the_same_masks(quick_run, tmp_pat
     from matplotlib.colors import to_rgb
 
     img = mpimg.imread(md.with_name("bench_sensitivity.png"))[..., :3]
-    assert img.shape[:2] == (round(4.8 * 110), round(2 * 6.5 * 110))
+    assert img.shape[:2] == (round(R.PLOT_HEIGHT_IN * 110), round(2 * 6.5 * 110))
     data = json.loads(md.with_suffix(".json").read_text())["result"]
     n_recon = sum(not c["group"].startswith("intensity") for c in data["curves"])
     import matplotlib.pyplot as plt

@@ -14,6 +14,7 @@ from blogrr_nnu.benchmarks.thresholds import wilcoxon_p
 from blogrr_nnu.image_io import atomic_write
 
 BEGIN, END = "<!-- blogrr_benchmark:begin -->", "<!-- blogrr_benchmark:end -->"
+PLOT_HEIGHT_IN = 7.0  # room for the legends below the two panels
 BLOGRR_KEYS = ("blogrr", "blogrr_gmm", "blogrr_fused", "blogrr_reference")
 CEILING = "supervised_10x"  # label-free rows are reported as fractions of the converged full supervision
 
@@ -156,7 +157,7 @@ def sensitivity_plot(result: dict, derived: dict, path: Path) -> Path:
     panels = [p for p in (recon, inten) if p]
     # nnU-Net's progress plot calls seaborn.set(font_scale=2.5) for the whole process: draw with defaults
     with plt.style.context("default"):
-        fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)
+        fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), PLOT_HEIGHT_IN), squeeze=False)
         for ax, curves, xlabel in zip(axes[0], panels, ("global threshold on the anomaly map (normalised units)",
                                                          "global threshold on the intensity (z-score within the brain)")):
             _curves(ax, curves, derived, xlabel)
@@ -191,7 +192,8 @@ def _curves(ax, curves: list[dict], derived: dict, xlabel: str) -> None:
     ax.set_ylabel("mean Dice over test cases")
     ax.set_ylim(-0.1, 1.0)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper right")
+    # below the axes: inside, the legend of the reconstruction panel covered the curves' peak
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1, frameon=False)
 
 
 def _csv_text(header: list[str], rows: list[list]) -> str:
