@@ -145,6 +145,16 @@ def table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> 
     return {"title": title, "headers": list(headers), "rows": [[str(c) for c in r] for r in rows]}
 
 
+def render_tables(ts: Sequence[dict]) -> str:
+    """Markdown of :func:`table` dicts, each under a ``###`` heading (the one table renderer of the benchmarks)."""
+    lines = []
+    for t in ts:
+        lines += ["", f"### {t['title']}", "", "| " + " | ".join(t["headers"]) + " |",
+                  "|" + "|".join("---" for _ in t["headers"]) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in t["rows"]]
+    return "\n".join(lines)
+
+
 def render(name: str, command: str, machine: dict, tables: Sequence[dict], notes: Sequence[str]) -> str:
     """The Markdown report: title, command, machine, tables, notes."""
     m = machine
@@ -159,10 +169,8 @@ def render(name: str, command: str, machine: dict, tables: Sequence[dict], notes
         if load >= 0.5 * m["usable_cores"]:  # threads of ours and others' share cores: spikes of several x
             line += " (other work competed for the cores: timings are noisy)"
     lines = [f"## {name}", "", f"command: `{command}`", "", line]
-    for t in tables:
-        lines += ["", f"### {t['title']}", "", "| " + " | ".join(t["headers"]) + " |",
-                  "|" + "|".join("---" for _ in t["headers"]) + "|"]
-        lines += ["| " + " | ".join(r) + " |" for r in t["rows"]]
+    if tables:
+        lines.append(render_tables(tables))
     if notes:
         lines += [""] + [f"- {n}" for n in notes]
     return "\n".join(lines)

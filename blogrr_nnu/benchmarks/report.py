@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from blogrr_nnu.benchmarks.common import _plain, table
+from blogrr_nnu.benchmarks.common import _plain, render_tables, table
 from blogrr_nnu.benchmarks.thresholds import wilcoxon_p
 from blogrr_nnu.image_io import atomic_write
 
@@ -134,15 +134,6 @@ def tables(result: dict, derived: dict) -> list[dict]:
                       "per-iteration ratio to stock nnU-Net", "train-time ratio to stock nnU-Net", "predict s / case",
                       "predict ratio to stock nnU-Net"], trow))
     return out
-
-
-def render_tables(ts: list[dict]) -> str:
-    lines = []
-    for t in ts:
-        lines += ["", f"### {t['title']}", "", "| " + " | ".join(t["headers"]) + " |",
-                  "|" + "|".join("---" for _ in t["headers"]) + "|"]
-        lines += ["| " + " | ".join(r) + " |" for r in t["rows"]]
-    return "\n".join(lines)
 
 
 def sensitivity_plot(result: dict, derived: dict, path: Path) -> Path:
