@@ -39,12 +39,20 @@ class WholeCase:
     props: dict
 
 
+def read_stored_case(folder: Path, case_id: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """``(data (C, *S), seg (K, *S), props)`` of one case of a preprocessed configuration folder, as stored
+    (``props["seg_channels"]`` names the seg channels in their stored order). The one reader of the files."""
+    folder = Path(folder)
+    data = blosc2.open(str(folder / f"{case_id}.b2nd"), mode="r")[:]
+    seg = blosc2.open(str(folder / f"{case_id}_seg.b2nd"), mode="r")[:]
+    with open(folder / f"{case_id}.pkl", "rb") as fh:
+        props = pickle.load(fh)
+    return data, seg, props
+
+
 def load_whole_case(folder: Path, case_id: str, target_channel: str = "pseudo_report") -> WholeCase:
     """Read one case of a preprocessed configuration folder."""
-    data = blosc2.open(str(Path(folder) / f"{case_id}.b2nd"), mode="r")[:]
-    seg = blosc2.open(str(Path(folder) / f"{case_id}_seg.b2nd"), mode="r")[:]
-    with open(Path(folder) / f"{case_id}.pkl", "rb") as fh:
-        props = pickle.load(fh)
+    data, seg, props = read_stored_case(folder, case_id)
     names = props["seg_channels"]
     if target_channel not in names:
         raise ValueError(f"{case_id}: pseudo-label {target_channel!r} was not preprocessed (have {names}); "

@@ -12,15 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import pickle
 import shutil
 from pathlib import Path
 
-import blosc2
 import numpy as np
 from tqdm import tqdm
 
 from blogrr_nnu import gmm as G
+from blogrr_nnu.cases import read_stored_case
 from blogrr_nnu.image_io import atomic_write
 from blogrr_nnu.parallel import process_pool
 from blogrr_nnu.planners.preprocessing import NO_LABEL, SEG_CHANNELS, save_case_atomic
@@ -36,10 +35,7 @@ SAMPLES_TOTAL = 120000  # healthy voxels pooled for the healthy model (spread ev
 
 def read_case(folder: Path, case_id: str) -> tuple[np.ndarray, np.ndarray, dict]:
     """``(data (C, *S) float32, seg (K, *S) int8 with every SEG_CHANNELS channel, props)`` of a stored case."""
-    data = blosc2.open(str(folder / f"{case_id}.b2nd"), mode="r")[:]
-    seg = blosc2.open(str(folder / f"{case_id}_seg.b2nd"), mode="r")[:]
-    with open(folder / f"{case_id}.pkl", "rb") as fh:
-        props = pickle.load(fh)
+    data, seg, props = read_stored_case(folder, case_id)
     names = list(props["seg_channels"])
     if names != list(SEG_CHANNELS):  # written by an older version: bring the channels into today's order
         full = np.zeros((len(SEG_CHANNELS),) + seg.shape[1:], np.int8)
