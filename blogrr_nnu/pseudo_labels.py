@@ -80,15 +80,10 @@ def _one(args) -> tuple[str, str]:
         return case_id, "skipped"
     if props["role"] == "tumor":
         model = G.HealthyModel.from_dict(model_dict)
-        spacing = props["spacing"]
         brain = seg[0] > 0
-        gmm, ginfo = G.gmm_pseudo_label(data, brain, model, spacing)
-        atyp = G.atypicality_map(data, brain, model)
-        report = seg[SEG_CHANNELS.index("pseudo_report")] if props.get("has_report_pseudo_label") else None
-        size = (props.get("report") or {}).get("size_mm")
-        fused, finfo = G.fuse_report_and_image(report, gmm, atyp, spacing, G.ellipsoid_volume_ml(size), brain=brain,
-                                               margin_mm=margin)
-        if report is None and props["role"] == "tumor":
+        gmm, ginfo = G.gmm_pseudo_label(data, brain, model, props["spacing"])
+        fused, finfo = _fused(seg, props, gmm, G.atypicality_map(data, brain, model), margin)
+        if not props.get("has_report_pseudo_label"):
             logger.info("%s: no report region; its fused pseudo-label is the GMM label", case_id)
         seg[SEG_CHANNELS.index("pseudo_gmm")] = gmm
         seg[SEG_CHANNELS.index("pseudo_fused")] = fused
@@ -96,6 +91,14 @@ def _one(args) -> tuple[str, str]:
     props["image_pseudo_labels"] = digest
     save_case_atomic(folder, case_id, data, seg, props, patch)
     return case_id, "done"
+
+
+def _fused(seg: np.ndarray, props: dict, gmm: np.ndarray, atyp: np.ndarray, margin_mm: float) -> tuple[np.ndarray, dict]:
+    """The fused pseudo-label of a stored case (``read_case`` order) from its GMM label and atypicality map."""
+    brain = seg[0] > 0
+    report = seg[SEG_CHANNELS.index("pseudo_report")] if props.get("has_report_pseudo_label") else None
+    volume = G.ellipsoid_volume_ml((props.get("report") or {}).get("size_mm"))
+    return G.fuse_report_and_image(report, gmm, atyp, props["spacing"], volume, brain=brain, margin_mm=margin_mm)
 
 
 def add_image_pseudo_labels(folder: str | Path, patch_size, *, num_processes: int = 1, overwrite: bool = False,
@@ -145,13 +148,9 @@ def margin_sweep(folder: str | Path, case_ids: list[str], margins: list[float]) 
         label = seg[SEG_CHANNELS.index("label")]
         if (label < 0).all():
             continue
-        brain, spacing = seg[0] > 0, props["spacing"]
         gmm = seg[SEG_CHANNELS.index("pseudo_gmm")] > 0
-        atyp = G.atypicality_map(data, brain, model)
-        report = seg[SEG_CHANNELS.index("pseudo_report")] if props.get("has_report_pseudo_label") else None
-        volume = G.ellipsoid_volume_ml((props.get("report") or {}).get("size_mm"))
-        dice = [mask_dice(G.fuse_report_and_image(report, gmm, atyp, spacing, volume, margin_mm=m, brain=brain)[0] > 0,
-                      label > 0) for m in margins]
+        atyp = G.atypicality_map(data, seg[0] > 0, model)
+        dice = [mask_dice(_fused(seg, props, gmm, atyp, m)[0] > 0, label > 0) for m in margins]
         rows.append({"case_id": cid, "dice": dice})
     if not rows:
         raise ValueError(f"{folder}: none of the {len(case_ids)} case(s) has a label; the sweep needs labelsTrTumor/")

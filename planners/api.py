@@ -122,17 +122,12 @@ def remove_test_cases(folder: Path) -> list[str]:
     Returns:
         The removed case ids (logged): nothing that trains or makes pseudo-labels may find a test label.
     """
-    import pickle
+    from blogrr_nnu.splits import case_roles
 
-    removed = []
-    for pkl in sorted(Path(folder).glob("*.pkl")):
-        with open(pkl, "rb") as fh:
-            if pickle.load(fh).get("role") != "test":
-                continue
-        cid = pkl.stem
+    removed = [cid for cid, role in case_roles(folder).items() if role == "test"]
+    for cid in removed:
         for suffix in ("_seg.b2nd", ".b2nd", ".pkl"):
             (Path(folder) / f"{cid}{suffix}").unlink(missing_ok=True)
-        removed.append(cid)
     if removed:
         logger.warning("%s: removed %d test case(s) an older version had preprocessed (test cases are never "
                        "preprocessed now): %s", folder, len(removed), ", ".join(removed))

@@ -315,9 +315,10 @@ class BlogrrTrainer(nnUNetTrainer):
         for case in self.healthy_val + self.tumor_val:
             rec, amap = self.anomaly(case)
             brain = case.brain
-            pred = None
+            pred = tau = None
             if self.train_threshold and self.tau_initialised:
-                pred = (amap > self.threshold_mode.shaped(self.case_tau(case, amap))) & brain
+                tau = self.case_tau(case, amap)
+                pred = (amap > self.threshold_mode.shaped(tau)) & brain
             if case.props["role"] == "healthy":
                 out["val_healthy_mse"].append(float(A.masked_mse(rec[None], case.data[None], brain[None])))
                 if pred is not None:
@@ -330,7 +331,7 @@ class BlogrrTrainer(nnUNetTrainer):
                 if self.threshold_model == "stats":  # how far T's tau is from the case's own target (log units)
                     t_p = self.upper_loop.case_target(case, amap)
                     if t_p is not None:
-                        out["val_tau_error"].append(abs(math.log(float(self.case_tau(case, amap)[0]) / t_p)))
+                        out["val_tau_error"].append(abs(math.log(float(tau[0]) / t_p)))
         res = {k: float(np.mean(v)) if v else math.nan for k, v in out.items() if k != "val_tau_error"}
         res["val_tau_error"] = float(np.median(out["val_tau_error"])) if out["val_tau_error"] else math.nan
         return res

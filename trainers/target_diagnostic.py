@@ -87,6 +87,12 @@ def case_maps(run_folder: Path, data_folder: Path, preprocessed_base: Path, fold
     return out
 
 
+def _arrays(cases: list[dict]) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """Anomaly maps (float64), brains and labels (boolean) of :func:`case_maps`' cases, as numpy arrays."""
+    return ([c["amap"][0].numpy().astype(np.float64) for c in cases], [c["brain"][0].numpy() > 0 for c in cases],
+            [c["label"] > 0 for c in cases])
+
+
 def leave_one_out(features: torch.Tensor, targets: np.ndarray, seed: int = 0, hidden: int = 0) -> np.ndarray:
     """tau of every case from the default T (``hidden`` > 0: with a hidden layer) fitted on the other cases with a
     target (NaN targets skipped)."""
@@ -108,9 +114,7 @@ def leave_one_out(features: torch.Tensor, targets: np.ndarray, seed: int = 0, hi
 
 def diagnose(cases: list[dict]) -> dict:
     """The table's numbers (module docstring) and every case's thresholds."""
-    amaps = [c["amap"][0].numpy().astype(np.float64) for c in cases]
-    brains = [c["brain"][0].numpy() > 0 for c in cases]
-    labels = [c["label"] > 0 for c in cases]
+    amaps, brains, labels = _arrays(cases)
     gt = [dice_optimal_threshold(a, lab, b) for a, lab, b in zip(amaps, labels, brains)]
     tau_gt = np.array([g[0] if g else np.nan for g in gt])
     feats = torch.stack([map_features(c["amap"], c["brain"]) for c in cases])
@@ -157,9 +161,7 @@ FEATURE_STUDY = [((0.999,), 0), ((1.0,), 0), ((0.99, 0.999, 1.0), 0), ((0.90, 0.
 def feature_study(cases: list[dict], result: dict) -> list[dict]:
     """Leave-one-out Dice vs label of the stats T with each input set of :data:`FEATURE_STUDY`, fitted to the
     report-size target and (as a ceiling of the inputs) to tau*_GT itself."""
-    amaps = [c["amap"][0].numpy().astype(np.float64) for c in cases]
-    brains = [c["brain"][0].numpy() > 0 for c in cases]
-    labels = [c["label"] > 0 for c in cases]
+    amaps, brains, labels = _arrays(cases)
     tau_gt = np.array([p["tau_gt"] for p in result["per_case"]])
     tau_size = np.array([p["tau_p[report size (default)]"] for p in result["per_case"]])
     rows = []

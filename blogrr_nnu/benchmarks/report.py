@@ -231,6 +231,17 @@ def markdown(result: dict, derived: dict, header: dict, plot_name: str) -> str:
     return "\n".join(lines + [END])
 
 
+def write_block(md_path: Path, block: str) -> Path:
+    """Write the generated block (``BEGIN`` ... ``END``) into a page, atomically: it replaces the page's earlier
+    block and keeps the hand-written text around it; a page without one gets the block appended."""
+    old = md_path.read_text() if md_path.is_file() else ""
+    if BEGIN in old and END in old:
+        text = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END):]
+    else:
+        text = (old.rstrip() + "\n\n" if old.strip() else "# Benchmark\n\n") + block + "\n"
+    return atomic_write(md_path, lambda tmp: Path(tmp).write_text(text))
+
+
 def write_outputs(result: dict, derived: dict, header: dict, md_path: Path) -> list[Path]:
     """``<name>.md`` (generated block replaced, text around it kept), ``<name>.csv`` (+ per case, timing),
     ``<name>_sensitivity.png`` and ``<name>.json``; all written atomically."""
@@ -239,12 +250,7 @@ def write_outputs(result: dict, derived: dict, header: dict, md_path: Path) -> l
     stem = md_path.with_suffix("")
     plot = sensitivity_plot(result, derived, Path(f"{stem}_sensitivity.png"))
     block = markdown(result, derived, header, plot.name)
-    old = md_path.read_text() if md_path.is_file() else ""
-    if BEGIN in old and END in old:
-        text = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END):]
-    else:
-        text = (old.rstrip() + "\n\n" if old.strip() else "# Benchmark\n\n") + block + "\n"
-    written = [atomic_write(md_path, lambda tmp: Path(tmp).write_text(text)), plot]
+    written = [write_block(md_path, block), plot]
     for suffix, body in csv_files(result, derived).items():
         written.append(atomic_write(Path(f"{stem}{suffix}.csv"), lambda tmp, b=body: Path(tmp).write_text(b)))
     payload = json.dumps(_plain({"header": header, "result": result, "derived": derived}), indent=1, default=str)

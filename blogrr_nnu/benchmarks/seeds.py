@@ -94,12 +94,7 @@ def write_outputs(runs: list[dict], header: dict, md_path: Path) -> list[Path]:
               "CSV files); oracle rows choose thresholds with the test labels: ceilings, not methods; threshold rows "
               "are `map > t` without post-processing, trained rows are `blogrr_predict`'s output.", R.END]
     block = "\n".join(lines)
-    old = md_path.read_text() if md_path.is_file() else ""
-    if R.BEGIN in old and R.END in old:
-        text = old[: old.index(R.BEGIN)] + block + old[old.index(R.END) + len(R.END):]
-    else:
-        text = (old.rstrip() + "\n\n" if old.strip() else "# Benchmark\n\n") + block + "\n"
-    written.insert(0, atomic_write(md_path, lambda tmp: Path(tmp).write_text(text)))
+    written.insert(0, R.write_block(md_path, block))
     body = R._csv_text(["row", "method", "oracle"] + [f"dice_{d}" for d in p["datasets"]] +
                        ["mean_of_datasets", "range", "pooled_dice", "n_cases", "pooled_p_vs_ours",
                         "fraction_of_converged_supervision"],
