@@ -120,7 +120,7 @@ def test_allow_cpu_runs_every_part_without_simpleitk_or_deepmriprep(carried, tmp
     assert d["diffs"]["ours_patch_amp"]["max"] == 0.0  # autocast is off on CPU: the same fp32 windows
     assert 0 < d["diffs"]["stock"]["max"]  # stock's fp16 buffer
 
-    from blogrr_nnu.trainers.blogrr_trainer import default_schedule
+    from blogrr_nnu.trainers.base_trainer import default_schedule
 
     iters_default = default_schedule(plans["blogrr"])[1]
     for key in ("B", "C"):  # (B), (C): one epoch of 2 iterations on fold 0 of the carried subset, 2 test cases

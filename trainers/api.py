@@ -12,8 +12,10 @@ from blogrr_nnu.image_io import atomic_write
 from blogrr_nnu.paths import preprocessed_root, resolve_dataset
 from blogrr_nnu.planners.api import load_plans
 from blogrr_nnu.networks import THRESHOLD_MODELS
-from blogrr_nnu.trainers.blogrr_trainer import BlogrrTrainer, DAETrainer, THRESHOLD_INPUTS
+from blogrr_nnu.trainers.base_trainer import BaseTrainer
+from blogrr_nnu.trainers.blogrr_trainer import BlogrrTrainer, THRESHOLD_INPUTS
 from blogrr_nnu.trainers.cgc_trainer import CGCTrainer
+from blogrr_nnu.trainers.reconstruction_trainer import DAETrainer
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ def variant_class(cls: type, threshold_input: str | None = None, pseudo_label: s
     from blogrr_nnu.pseudo_labels import SOURCES
 
     attrs, name = {}, cls.__name__
-    default_input = cls.threshold_input
+    default_input = getattr(cls, "threshold_input", None)
     if threshold_model is not None and threshold_model != getattr(cls, "threshold_model", threshold_model):
         attrs["threshold_model"] = threshold_model
         name += "ReferenceT" if threshold_model == "reference" else "StatsT"
@@ -53,7 +55,7 @@ def variant_class(cls: type, threshold_input: str | None = None, pseudo_label: s
         if SOURCES[pseudo_label] != cls.upper_loop_target:
             attrs["upper_loop_target"] = SOURCES[pseudo_label]
             name += {"gmm": "GMMTarget", "fused": "FusedTarget", "report": "ReportTarget"}[pseudo_label]
-    if threshold_per_case and not cls.threshold_per_case_2d:
+    if threshold_per_case and not getattr(cls, "threshold_per_case_2d", False):
         attrs["threshold_per_case_2d"] = True
         name += "PerCaseT"
     return type(name, (cls,), attrs) if attrs else cls
@@ -63,7 +65,7 @@ def build_trainer(dataset: str | int, fold: int | str, configuration: str | None
                   device: str = "cpu", threshold_input: str | None = None, pseudo_label: str | None = None,
                   threshold_per_case: bool = False, threshold_model: str | None = None, epochs: int | None = None,
                   iters: int | None = None, upper_iters: int | None = None,
-                  preprocessed: str | None = None) -> BlogrrTrainer:
+                  preprocessed: str | None = None) -> BaseTrainer:
     """Instantiate a trainer for a preprocessed dataset, with overrides applied.
 
     Raises:
@@ -97,10 +99,10 @@ def build_trainer(dataset: str | int, fold: int | str, configuration: str | None
     if threshold_per_case and len(plans["configurations"][configuration]["patch_size"]) != 2:
         raise ValueError(f"--threshold_per_case applies to 2D configurations; {configuration} is 3D and always "
                          "learns one threshold per case")
-    if threshold_per_case and (threshold_model or TRAINERS[trainer].threshold_model) != "reference":
+    if threshold_per_case and (threshold_model or getattr(TRAINERS[trainer], "threshold_model", None)) != "reference":
         raise ValueError("--threshold_per_case applies to the reference threshold model (--threshold_model reference); "
                          "the default stats model always gives one threshold per case")
-    if threshold_input is not None and (threshold_model or TRAINERS[trainer].threshold_model) != "reference":
+    if threshold_input is not None and (threshold_model or getattr(TRAINERS[trainer], "threshold_model", None)) != "reference":
         raise ValueError("--threshold_input applies to the reference threshold model (--threshold_model reference); "
                          "the default stats model sees the anomaly map's statistics")
     cls = variant_class(TRAINERS[trainer], threshold_input, pseudo_label, threshold_per_case, threshold_model)
@@ -114,14 +116,15 @@ def build_trainer(dataset: str | int, fold: int | str, configuration: str | None
     return tr
 
 
-def write_run_config(tr: BlogrrTrainer, overrides: dict) -> Path:
+def write_run_config(tr: BaseTrainer, overrides: dict) -> Path:
     """The resolved configuration and the user's overrides, beside the checkpoints."""
     path = Path(tr.output_folder) / "run_config.json"
     cfg = {"trainer": type(tr).__name__, "configuration": tr.configuration_name, "fold": str(tr.fold),
            "device": str(tr.device), "num_epochs": tr.num_epochs, "num_iterations_per_epoch": tr.num_iterations_per_epoch,
-           "num_upper_iterations_per_epoch": tr.num_upper_iterations_per_epoch, "initial_lr": tr.initial_lr,
-           "threshold_lr_factor": tr.threshold_lr_factor, "weight_decay": tr.weight_decay,
-           "threshold_model": tr.threshold_model, "threshold_input": tr.threshold_input,
+           "num_upper_iterations_per_epoch": getattr(tr, "num_upper_iterations_per_epoch", None),
+           "initial_lr": tr.initial_lr, "threshold_lr_factor": getattr(tr, "threshold_lr_factor", None),
+           "weight_decay": tr.weight_decay,  # the threshold entries are None for trainers without a threshold network
+           "threshold_model": getattr(tr, "threshold_model", None), "threshold_input": getattr(tr, "threshold_input", None),
            "upper_loop_target": tr.upper_loop_target,
            "batch_size": tr.configuration_manager.batch_size, "patch_size": list(tr.configuration_manager.patch_size),
            "overrides": {k: v for k, v in overrides.items() if v is not None},
@@ -130,7 +133,7 @@ def write_run_config(tr: BlogrrTrainer, overrides: dict) -> Path:
     return path
 
 
-def resume(tr: BlogrrTrainer) -> str | None:
+def resume(tr: BaseTrainer) -> str | None:
     """Load the newest checkpoint for ``--c``: latest, else final; returns which (None = start fresh)."""
     for name in ("checkpoint_latest.pth", "checkpoint_final.pth"):
         path = Path(tr.output_folder) / name
@@ -140,7 +143,7 @@ def resume(tr: BlogrrTrainer) -> str | None:
     return None
 
 
-def run(dataset, fold, configuration=None, *, continue_training=False, validation_only=False, **kw) -> BlogrrTrainer:
+def run(dataset, fold, configuration=None, *, continue_training=False, validation_only=False, **kw) -> BaseTrainer:
     """Build, optionally resume, and train (or only validate) one fold."""
     tr = build_trainer(dataset, fold, configuration, **kw)
     if tr.local_rank == 0:

@@ -21,17 +21,17 @@ flagged on held-out healthy cases.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from blogrr_nnu import amp
 from blogrr_nnu.sliding_window import inference_tile_size, sliding_window_reconstruct
-from blogrr_nnu.trainers.blogrr_trainer import BlogrrTrainer, _unwrap
+from blogrr_nnu.trainers.base_trainer import BaseTrainer, unwrap
 from blogrr_nnu.cases import load_whole_case
 from blogrr_nnu.metrics import dice as mask_dice
 
@@ -107,27 +107,21 @@ def cross_granularity_contrastive_loss(embeddings: torch.Tensor, lesion: torch.T
     return per_anchor[pos].mean()
 
 
-class CGCTrainer(BlogrrTrainer):
+class CGCTrainer(BaseTrainer):
     """Segmentation network + projection head trained on image pseudo-labels (module docstring)."""
 
     upper_loop_target = "pseudo_gmm"
-    train_threshold = False
     temperature = 0.2
     contrastive_weight = 1.0
     projection_dim = 64
 
-    def initialize(self):
-        if self.was_initialized:
-            raise RuntimeError("initialize() was called twice")
+    def build_networks(self, n_channels: int) -> None:
+        """The plans' U-Net with 2 output classes and the projection head on the contrast stage."""
         from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
-        self._set_batch_size_and_oversample()
         arch = self.configuration_manager.configuration["architecture"]
-        n_ch = len(self.dataset_json["channel_names"])
-        self.num_input_channels = n_ch
-        torch.manual_seed(self.seed)
         self.network = get_network_from_plans(arch["network_class_name"], arch["arch_kwargs"],
-                                              arch["_kw_requires_import"], n_ch, 2, allow_init=True,
+                                              arch["_kw_requires_import"], n_channels, 2, allow_init=True,
                                               deep_supervision=False).to(self.device)
         self.contrast_stage, self.mini_patch = contrast_geometry(self.configuration_manager.spacing,
                                                                  arch["arch_kwargs"]["strides"])
@@ -135,28 +129,25 @@ class CGCTrainer(BlogrrTrainer):
         conv = nn.Conv3d if self.dim == 3 else nn.Conv2d
         self.projection_head = nn.Sequential(conv(deep, deep, 1), nn.LeakyReLU(0.01, inplace=True),
                                              conv(deep, self.projection_dim, 1)).to(self.device)
-        if self.blogrr["device_class"] != "cpu":
+        if not self.cpu_schedule:
             self.initial_lr = 3e-4
         params = list(self.network.parameters()) + list(self.projection_head.parameters())
         self.optimizer = torch.optim.Adam(params, self.initial_lr, weight_decay=self.weight_decay, amsgrad=True)
-        self.lr_scheduler = None
-        if self.is_ddp:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.network = DDP(self.network, device_ids=ids, find_unused_parameters=True)
-            self.projection_head = DDP(self.projection_head, device_ids=ids)
-        self.dataset_class = nnUNetDatasetBlosc2
-        self.inference_allowed_mirroring_axes = (1,) if self.dim == 3 else (0,)
-        self.was_initialized = True
 
-    def on_train_start(self):
-        folder = self._load_fold_keys()
+    def wrap_ddp(self, device_ids) -> None:
+        super().wrap_ddp(device_ids)
+        self.projection_head = DDP(self.projection_head, device_ids=device_ids)
+
+    def patch_keys(self, folder: Path) -> list[str]:
         if not self.keys["tumor_train"]:
             raise ValueError(f"{folder}: no tumour training case in fold {self.fold}; CGC trains on tumour scans")
-        self.dataloader_train = self._patch_loader(folder, self.keys["tumor_train"])
+        return self.keys["tumor_train"]
+
+    def load_training_cases(self, folder: Path) -> None:
+        """Only where the pseudo-label sits in the stored seg channels (training reads patches)."""
         first = load_whole_case(folder, self.keys["tumor_train"][0], self.upper_loop_target)
         self.target_index = list(first.props["seg_channels"]).index(self.upper_loop_target)
         self.tumor_train = []
-        self._prepare_run(folder)
 
     # -- one training step -----------------------------------------------------------------------------
     def losses(self, x: torch.Tensor, target: torch.Tensor, brain: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -167,7 +158,7 @@ class CGCTrainer(BlogrrTrainer):
         autocast on CUDA (as nnU-Net); logits and projections are cast to fp32 before the losses.
         """
         seen = {}
-        hook = _unwrap(self.network).encoder.register_forward_hook(lambda m, i, out: seen.update(skips=out))
+        hook = unwrap(self.network).encoder.register_forward_hook(lambda m, i, out: seen.update(skips=out))
         try:
             with amp.autocast(self.device):
                 logits = self.network(x).float()
@@ -212,14 +203,11 @@ class CGCTrainer(BlogrrTrainer):
                 totals[k] += float(out[key].detach()) / self.num_iterations_per_epoch
         return totals
 
-    def run_upper_loop(self, epoch: int) -> dict:
-        return {}
-
     # -- whole cases -------------------------------------------------------------------------------------
     @torch.no_grad()
     def predict_probability(self, data: torch.Tensor) -> torch.Tensor:
         """Tumour probability ``(1, *S)`` of a whole case ``(C, *S)`` (softmax of the sliding-window logits)."""
-        net = _unwrap(self.network)
+        net = unwrap(self.network)
         net.eval()
         patch = self.configuration_manager.patch_size
         tile = inference_tile_size(data.shape[1:], patch, self.strides)
@@ -249,10 +237,8 @@ class CGCTrainer(BlogrrTrainer):
                 f"{val['val_healthy_flagged']:.4f}")
 
     # -- checkpoints -------------------------------------------------------------------------------------
-    def checkpoint_dict(self) -> dict:
-        return {**self.base_checkpoint(), "projection_weights": _unwrap(self.projection_head).state_dict(),
-                "tau_initialised": False, "method": "cgc"}
+    def checkpoint_extras(self) -> dict:
+        return {"projection_weights": unwrap(self.projection_head).state_dict(), "method": "cgc"}
 
-    def load_checkpoint(self, filename_or_checkpoint) -> None:
-        ckpt = self.load_base_checkpoint(filename_or_checkpoint)
-        _unwrap(self.projection_head).load_state_dict(ckpt["projection_weights"])
+    def load_checkpoint_extras(self, ckpt: dict) -> None:
+        unwrap(self.projection_head).load_state_dict(ckpt["projection_weights"])

@@ -135,7 +135,7 @@ def train_supervised(dataset: str | int, fold: int | str, configuration: str, *,
     """
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-    from blogrr_nnu.trainers.blogrr_trainer import default_schedule
+    from blogrr_nnu.trainers.base_trainer import default_schedule
 
     folder = write_supervised_dataset(dataset, configuration)
     plans = copy.deepcopy(load_plans(folder))

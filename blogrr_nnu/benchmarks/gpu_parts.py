@@ -278,7 +278,7 @@ def part_training(dataset: str, configuration: str, fold: str, device: torch.dev
                   test_folder: Path | None, full_counts: dict | None) -> dict:
     """A short training (``sizes.epochs`` x ``sizes.train_iters``), its per-part times, prediction and Dice."""
     from blogrr_nnu.trainers.api import build_trainer
-    from blogrr_nnu.trainers.blogrr_trainer import default_schedule
+    from blogrr_nnu.trainers.base_trainer import default_schedule
 
     tr = build_trainer(dataset, fold, configuration, trainer=trainer, device=str(device), epochs=sizes.epochs,
                        iters=sizes.train_iters)

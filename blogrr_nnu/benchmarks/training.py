@@ -68,7 +68,7 @@ def build_stock(dataset: str, configuration: str, fold: str, device: str = "cpu"
 
     from blogrr_nnu.paths import preprocessed_root, resolve_dataset
     from blogrr_nnu.planners.api import load_plans
-    from blogrr_nnu.trainers.blogrr_trainer import nnunet_paths
+    from blogrr_nnu.trainers.base_trainer import nnunet_paths
     from blogrr_nnu.splits import case_roles, fold_keys, load_or_create_splits
 
     base = resolve_dataset(dataset, preprocessed_root())
@@ -143,7 +143,7 @@ def task_interleaved(dataset: str, configuration: str, fold: str, iters: int, ro
         stock_steps(stock, warmup)
     times = interleave(ours, stock, iters, rounds)
     taus_s = None
-    if ours.train_threshold and not ours.per_slice:  # 2D computes tau per slice inside each iteration instead
+    if not ours.per_slice:  # ours is a BlogrrTrainer; 2D computes tau per slice inside each iteration instead
         from blogrr_nnu.trainers.upper_loop import refresh_healthy_taus
 
         ours.tau_initialised = True
