@@ -16,11 +16,13 @@ after fold, ``manual_initialization``), and replace:
   (:func:`blogrr_nnu.planners.preprocessing.prepare_case`), anomaly map, tau from the threshold
   network, soft mask ``sigmoid(k (A - tau))`` averaged over folds, threshold 0.5, removal of tiny
   components, and the way back to the input's native grid (:class:`blogrr_nnu.spatial.CaseSpace`).
+
+What differs between kinds of run (reconstruction + threshold, segmentation network, GMM without a network) is
+one small strategy each (:mod:`blogrr_nnu.inference.strategies`); the predictor keeps registration,
+preprocessing, the ensemble over folds and the export.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from blogrr_nnu import gmm as G
 from blogrr_nnu.image_io import Geometry
+from blogrr_nnu.nnunet_output import prints_as_log
 from blogrr_nnu.sliding_window import inference_tile_size, sliding_window_reconstruct
 from blogrr_nnu.networks import build_reconstruction_network, build_threshold_network
 from blogrr_nnu.planners.api import spacing_xyz
@@ -40,8 +43,10 @@ from blogrr_nnu.planners.fingerprint import registration_channel
 from blogrr_nnu.planners.preprocessing import prepare_case
 from blogrr_nnu.registration import register_to_template
 from blogrr_nnu.threshold_modes import ThresholdMode
-from blogrr_nnu.cases import WholeCase, anomaly_from_reconstruction
+from blogrr_nnu.cases import WholeCase
 from blogrr_nnu.checkpoint import load_checkpoint, load_stock_checkpoint
+from blogrr_nnu.inference.strategies import (SEGMENTATION_METHODS, GMMStrategy, ReconstructionStrategy,
+                                             SegmentationStrategy, Strategy)
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +54,6 @@ logger = logging.getLogger(__name__)
 # Gaussian of sigma 7.5 mm (FWHM ~18 mm), so a finding much smaller than a 10 mm sphere (0.52 ml)
 # cannot be resolved; what remains of that size is noise of the map.
 DEFAULT_MIN_COMPONENT_ML = 0.5
-# runs whose network segments (2 output channels, softmax) instead of reconstructing
-SEGMENTATION_METHODS = {"cgc": "CGC", "nnunet": "stock nnU-Net, full supervision"}
 
 
 class ModelFolderError(ValueError):
@@ -115,7 +118,7 @@ class BlogrrPredictor(nnUNetPredictor):
         if min_component_ml < 0:
             raise ValueError(f"min_component_ml must be >= 0, got {min_component_ml}")
         device = torch.device(device)
-        with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net prints a CUDA-only notice on every CPU start
+        with prints_as_log(logger):  # nnU-Net prints a CUDA-only notice on every CPU start
             super().__init__(tile_step_size, use_gaussian, use_mirroring,
                              perform_everything_on_device=device.type == "cuda", device=device, verbose=verbose,
                              allow_tqdm=allow_tqdm)
@@ -133,6 +136,7 @@ class BlogrrPredictor(nnUNetPredictor):
         # autocast on CUDA as nnU-Net's predictor does (scripts/gpu_check.sh measures both: docs/performance.md)
         self.use_autocast = False
         self.method = "blogrr"
+        self.strategy: Strategy = ReconstructionStrategy()  # what a run predicts (blogrr_nnu.inference.strategies)
         self.configuration_name = ""
         self.used_folds: list[str] = []
         self.checkpoint_name = ""
@@ -197,6 +201,7 @@ class BlogrrPredictor(nnUNetPredictor):
             raise ModelFolderError(f"{trainer_name}: folds of different methods {sorted(methods)} cannot be ensembled")
         self.method = methods.pop()
         if self.method in SEGMENTATION_METHODS:  # tumour probability >= 0.5, no threshold network
+            self.strategy = SegmentationStrategy(self.method)
             from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
             arch = cm.configuration["architecture"]
@@ -207,6 +212,7 @@ class BlogrrPredictor(nnUNetPredictor):
             self.manual_initialization(network.to(self.device).eval(), pm, cm, checkpoints, dataset_json, trainer_name,
                                        axes)
             return
+        self.strategy = ReconstructionStrategy()
         network = build_reconstruction_network(cm.configuration, n_ch)
         trained_t = [bool(c.get("tau_initialised")) and "threshold_weights" in c for c in checkpoints]
         if self.fixed_threshold is None and not all(trained_t):
@@ -236,9 +242,9 @@ class BlogrrPredictor(nnUNetPredictor):
         self.configuration_manager = self.plans_manager.get_configuration(configuration)
         self.configuration_name = configuration
         self.dataset_json = dataset_json
-        self.healthy_model = G.HealthyModel.from_dict(healthy_model)
         self.method = "gmm"
-        self.list_of_parameters = [None]
+        self.strategy = GMMStrategy(G.HealthyModel.from_dict(healthy_model))
+        self.list_of_parameters = []  # no folds: the strategy's one member is the healthy model
         self.used_folds = ["gmm"]
 
     def initialize_gmm_from_preprocessed(self, folder: str | Path, configuration: str) -> None:
@@ -266,11 +272,6 @@ class BlogrrPredictor(nnUNetPredictor):
     def blogrr(self) -> dict:
         return self.configuration_manager.configuration["blogrr"]
 
-    def _load_fold(self, checkpoint: dict) -> None:
-        self.network.load_state_dict(checkpoint["network_weights"])
-        if self.threshold_network is not None:
-            self.threshold_network.load_state_dict(checkpoint["threshold_weights"])
-
     # -- nnU-Net's hook, in fp32 with the input's channel count ---------------------------------------
     @torch.inference_mode()
     def predict_sliding_window_return_logits(self, input_image: torch.Tensor) -> torch.Tensor:
@@ -286,7 +287,7 @@ class BlogrrPredictor(nnUNetPredictor):
 
         def run(stitch_device):
             return sliding_window_reconstruct(self.network, input_image, tile,
-                                              out_channels=2 if self.method in SEGMENTATION_METHODS else None,
+                                              out_channels=self.strategy.out_channels,
                                               tile_step_size=self.tile_step_size, use_gaussian=self.use_gaussian,
                                               mirror_axes=mirror, window_device=self.device, stitch_device=stitch_device,
                                               autocast=self.use_autocast).cpu()
@@ -334,22 +335,14 @@ class BlogrrPredictor(nnUNetPredictor):
         info = {
             "tau": tau_mean,
             "tau_per_fold": [float(np.mean(t)) for t in taus],
-            "threshold_source": (f"segmentation network ({SEGMENTATION_METHODS[self.method]}): tumour probability >= 0.5"
-                                 if self.method in SEGMENTATION_METHODS
-                                 else "GMM components atypical for healthy brains (no network)" if self.method == "gmm"
-                                 else "fixed" if self.fixed_threshold is not None
-                                 else f"threshold network ({self.threshold_model}"
-                                      + (f", {self.threshold_input})" if self.threshold_model == "reference" else ")")),
+            "threshold_source": self.strategy.threshold_source(self),
             "voxels": int(mask.sum()),
             "volume_ml": float(mask.sum() * voxel_ml),
             "components_removed": removed,
             "min_component_ml": self.min_component_ml,
-            "folds": self.used_folds or [str(i) for i in range(len(self.list_of_parameters))],
+            "folds": self.used_folds or [str(i) for i in range(len(self.strategy.members(self)))],
             "registration": {"metric": reg.metric, "brain_dice": reg.brain_dice},
-            "anomaly_units": ("tumour probability" if self.method in SEGMENTATION_METHODS else
-                              "atypicality: healthy log-likelihood threshold minus log-likelihood" if self.method == "gmm"
-                              else
-                              "robust z-score of the case (median / (IQR / 1.349)) per channel, averaged over channels"),
+            "anomaly_units": self.strategy.anomaly_units(),
         }
         if per_slice:
             info["tau_per_slice_range"] = [float(np.min(taus)), float(np.max(taus))]
@@ -370,43 +363,19 @@ class BlogrrPredictor(nnUNetPredictor):
         """
         case = WholeCase("input", torch.from_numpy(image), torch.from_numpy(brain[None] > 0),
                          torch.zeros((1, *brain.shape)), None, {})
-        per_slice = self.threshold_mode is not None and self.threshold_mode.per_slice
-        k = float(self.blogrr["sigmoid_steepness"])
         soft_sum = torch.zeros((1, *brain.shape))
         amap_sum = torch.zeros((1, *brain.shape))
         taus = []
-        for checkpoint in self.list_of_parameters:
-            if self.method == "gmm":  # no network: the case's mixture judged against the healthy model
-                mask, _ = G.gmm_pseudo_label(image, brain, self.healthy_model, spacing)
-                amap = torch.from_numpy(G.atypicality_map(image, brain, self.healthy_model))[None]
-                tau = torch.zeros(1)
-                soft_sum += torch.from_numpy(mask.astype(np.float32))[None]
-                amap_sum += amap
-                taus.append(tau.tolist())
-                continue
-            self._load_fold(checkpoint)
-            out = self.predict_sliding_window_return_logits(case.data)
-            if self.method in SEGMENTATION_METHODS:  # the tumour probability is both the map and the soft mask
-                amap = torch.softmax(out, 0)[1:2] * case.brain
-                tau = torch.full((1,), 0.5)
-                soft_sum += amap
-            else:
-                amap = anomaly_from_reconstruction(case, out, self.blogrr)
-                tau = self._tau(case, amap, per_slice)
-                shaped = tau.view(1, -1, 1, 1) if per_slice else tau.reshape(1, 1, 1, 1)
-                soft_sum += torch.sigmoid(k * (amap - shaped)) * case.brain
+        members = self.strategy.members(self)
+        for member in members:
+            amap, soft, tau = self.strategy.predict(self, case, member, spacing)
+            soft_sum += soft
             amap_sum += amap
             taus.append(tau.tolist())
-        n = len(self.list_of_parameters)
+        n = len(members)
         soft = (soft_sum / n)[0].numpy()
         amap_mean = (amap_sum / n)[0].numpy()
         return soft, amap_mean, taus
-
-    def _tau(self, case: WholeCase, amap: torch.Tensor, per_slice: bool) -> torch.Tensor:
-        """``(1,)`` per case or ``(Z,)`` per slice, on the CPU."""
-        if self.fixed_threshold is not None:
-            return torch.full((amap.shape[1] if per_slice else 1,), float(self.fixed_threshold))
-        return self.threshold_mode.case_tau(self.threshold_network, case.data, case.brain, amap, self.device)
 
     def remove_small_components(self, mask: np.ndarray, spacing) -> tuple[np.ndarray, int]:
         """Drop 26-connected components smaller than ``min_component_ml``; returns ``(mask, number removed)``."""

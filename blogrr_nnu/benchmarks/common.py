@@ -7,9 +7,8 @@ the same imports gives the baseline that the stage's increment is read against.
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
-import io
+import logging
 import math
 import multiprocessing
 import os
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from blogrr_nnu.image_io import atomic_write
+from blogrr_nnu.nnunet_output import prints_as_log
 
 PROG_PREFIX = "python -m blogrr_nnu.benchmarks."
 
@@ -47,7 +47,7 @@ def _importable(fn: Callable) -> Callable:
 
 def _child(fn: Callable, args: tuple, kwargs: dict) -> tuple[Any, int]:
     # nnU-Net prints banners (device, citation, log lines) to stdout: keep the parent's stdout for the tables.
-    with contextlib.redirect_stdout(io.StringIO()):
+    with prints_as_log(logging.getLogger(__name__)):
         result = fn(*args, **kwargs)
     return result, peak_rss_kib()
 

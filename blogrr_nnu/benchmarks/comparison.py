@@ -15,8 +15,6 @@ labelsTs -pred <row folder>``. Rows:
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
 import os
@@ -27,6 +25,7 @@ import numpy as np
 
 from blogrr_nnu.benchmarks import thresholds as T
 from blogrr_nnu.image_io import atomic_write, read_image, write_image
+from blogrr_nnu.nnunet_output import prints_as_log
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +119,7 @@ def ensure_trained(s: Setting, key: str) -> tuple[Path, bool]:
     if m.trainer == "nnunet":
         from blogrr_nnu.trainers.supervised import train_supervised
 
-        with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net prints every log line; its log file keeps them
+        with prints_as_log(logger):  # nnU-Net prints every log line (its log file keeps them too)
             train_supervised(s.dataset, s.fold, s.configuration, device=s.device, epochs=s.schedule.get("epochs"),
                              iters=s.schedule.get("iters"), budget=m.budget)
     else:
