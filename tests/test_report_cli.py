@@ -188,7 +188,9 @@ def test_quality_wrong_side_and_no_site(quality_dataset: Path, tmp_path: Path, c
 
 def test_quality_usage_errors(tmp_path: Path) -> None:
     assert report_quality.main(["-d", "123", "--raw", str(tmp_path)]) == 2  # no such dataset
-    assert report_quality.main(["-d", "1", "-np", "0", "--raw", str(tmp_path)]) == 2
+    with pytest.raises(SystemExit) as exit_:  # -np >= 1 is argparse's check: usage line, status 2
+        report_quality.main(["-d", "1", "-np", "0", "--raw", str(tmp_path)])
+    assert exit_.value.code == 2
     assert report_quality.main(["-d", "1", "--seed", "0", "--raw", str(tmp_path)]) == 2
 
 

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import logging
 import os
 import shlex
 import sys
 from pathlib import Path
+
+from blogrr_nnu.commands._cli import add_processes, command_parser, fail, start_logging
+
+PROG = "blogrr_benchmark"
 
 EXAMPLES = """examples:
   blogrr_benchmark -d 501                                  # every method, the demo dataset, CPU configuration
@@ -31,11 +34,12 @@ in $BLOGRR_results/DatasetXXX/benchmark/<configuration>_fold<F>/ (check any row 
 def build_parser() -> argparse.ArgumentParser:
     from blogrr_nnu.benchmarks.comparison import GROUPS
 
-    parser = argparse.ArgumentParser(
-        prog="blogrr_benchmark", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
-        description="Train what is missing, predict the test cases (imagesTs/ with labelsTs/) with every method and "
+    parser = command_parser(
+        "blogrr_benchmark",
+        "Train what is missing, predict the test cases (imagesTs/ with labelsTs/) with every method and "
         "write the comparison table (Dice, HD95, Wilcoxon p-values vs ours, BLOGRR as a fraction of the per-case "
-        "oracle and of full supervision), a threshold-sensitivity plot and a timing table.")
+        "oracle and of full supervision), a threshold-sensitivity plot and a timing table.",
+        EXAMPLES)
     parser.add_argument("-d", "--dataset", required=True, nargs="+", help="dataset id(s), folder name(s) or name(s); "
                         "several: the same methods on each, with the spread across them")
     parser.add_argument("-c", "--configuration", default=None, help="default: 3d_cpu without a GPU, 3d_fullres with")
@@ -49,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="train every run for 2 epochs x 3 iterations, in a "
                         "separate results folder (never reused by a full benchmark)")
     parser.add_argument("-device", default=None, choices=["cpu", "cuda", "mps"], help="default: cuda if available")
-    parser.add_argument("-np", "--num_processes", type=int, default=2, help="processes for scoring (default 2)")
+    add_processes(parser, 2, "processes for scoring")
     parser.add_argument("--raw", default=None, help="raw root (default $BLOGRR_raw, ...)")
     parser.add_argument("--preprocessed", default=None, help="preprocessed root (default $BLOGRR_preprocessed, ...)")
     parser.add_argument("--results", default=None, help="results root (default $BLOGRR_results, ...)")
@@ -59,12 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (1: a stage failed, 2: usage)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    start_logging()
     from blogrr_nnu.paths import environment, preprocessed_root, raw_root, results_root
 
-    if args.num_processes < 1:
-        print(f"blogrr_benchmark: error: -np must be >= 1, got {args.num_processes}", file=sys.stderr)
-        return 2
     # one set of folders for every stage and for nnU-Net code; the caller's environment is restored at the end
     roots = {"BLOGRR_raw": raw_root(args.raw), "BLOGRR_preprocessed": preprocessed_root(args.preprocessed),
              "BLOGRR_results": results_root(args.results)}
@@ -111,8 +112,7 @@ def _run(args, argv) -> int:
         default = "benchmark_quick.md" if args.quick else ("benchmark.md" if len(runs) == 1 else "benchmark_datasets.md")
         md = Path(args.output) if args.output else first / default
     except (ValueError, FileNotFoundError) as exc:
-        print(f"blogrr_benchmark: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(PROG, f"error: {exc}")
     except RuntimeError as exc:
         print(f"blogrr_benchmark: failed: {exc}", file=sys.stderr)
         return 1

@@ -6,6 +6,10 @@ import logging
 import sys
 from pathlib import Path
 
+from blogrr_nnu.commands._cli import add_processes, command_parser, fail, start_logging
+
+PROG = "blogrr_convert_brats"
+
 EPILOG = """examples:
   # BraTS 2021 + IXI (T1, T2, PD; not skull-stripped; T1 sagittal, T2/PD axial) + a CSV of reports
   blogrr_convert_brats -i BraTS2021_Training_Data --healthy IXI --healthy_preset ixi \\
@@ -22,14 +26,14 @@ then: blogrr_verify_dataset -d 502 ; blogrr_plan_and_preprocess -d 502 --channel
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="blogrr_convert_brats",
-        description="Convert BraTS 2020/2021 (<case>_t1/_t1ce/_t2/_flair/_seg) or BraTS 2023+ (<case>-t1n/-t1c/-t2w/"
+    p = command_parser(
+        "blogrr_convert_brats",
+        "Convert BraTS 2020/2021 (<case>_t1/_t1ce/_t2/_flair/_seg) or BraTS 2023+ (<case>-t1n/-t1c/-t2w/"
         "-t2f/-seg) case folders, a folder of healthy scans in their own naming and radiology reports into a raw "
         "dataset (docs/data_format.md): channels T1 T1ce T2 FLAIR, labels merged to whole tumour, a seeded "
         "training/test split, optional brain extraction (deepbet) of the healthy scans. Written atomically and "
         "verified: on any error nothing is left behind.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        EPILOG)
     p.add_argument("-i", "--input", required=True, help="BraTS folder (case folders at any depth, either naming)")
     p.add_argument("--healthy", required=True, help="folder of healthy scans")
     g = p.add_mutually_exclusive_group(required=True)
@@ -53,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resample healthy channels onto the first channel's grid (world coordinates, no registration)")
     p.add_argument("--skip_incomplete", action="store_true", help="leave out healthy cases that lack a channel")
     p.add_argument("--seed", type=int, default=0, help="seed of the test split (default 0)")
-    p.add_argument("-np", "--num_processes", type=int, default=2, help="worker processes (default 2)")
+    add_processes(p, 2, "worker processes")
     p.add_argument("-device", default=None, choices=["cpu", "cuda"], help="brain-extraction device (default: cuda if "
                    "available)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
@@ -64,14 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 the converted dataset fails verification, 2 bad input)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    start_logging(level=logging.INFO)
     from blogrr_nnu.brain_extraction import BrainExtractionUnavailable
     from blogrr_nnu.importers.assemble import ConversionRequest, convert_dataset
     from blogrr_nnu.importers.files import ConversionError
     from blogrr_nnu.importers.healthy import PRESETS, parse_channel_patterns
     from blogrr_nnu.verify import DatasetVerificationError
 
-    prog = "blogrr_convert_brats"
     try:
         patterns = dict(PRESETS[args.healthy_preset]) if args.healthy_preset else parse_channel_patterns(
             args.healthy_channel)
@@ -80,20 +83,19 @@ def main(argv: list[str] | None = None) -> int:
                                 test_cases=args.test_cases, missing_reports=args.missing_reports,
                                 brain_extraction=args.brain_extraction, bet_channel=args.bet_channel,
                                 resample_healthy=args.resample_healthy, skip_incomplete=args.skip_incomplete,
-                                seed=args.seed, num_processes=max(1, args.num_processes), overwrite=args.overwrite,
+                                seed=args.seed, num_processes=args.num_processes, overwrite=args.overwrite,
                                 raw=args.raw, device=args.device)
         result = convert_dataset(req)
     except DatasetVerificationError as exc:
         text = str(exc)
-        print(f"{prog}: the converted dataset has errors, nothing was written:\n{text}", file=sys.stderr)
+        print(f"{PROG}: the converted dataset has errors, nothing was written:\n{text}", file=sys.stderr)
         if "skull-stripped" in text and not args.brain_extraction:
-            print(f"{prog}: healthy scans with skull: add --brain_extraction", file=sys.stderr)
+            print(f"{PROG}: healthy scans with skull: add --brain_extraction", file=sys.stderr)
         elif "geometry differs" in text and not args.resample_healthy:
-            print(f"{prog}: healthy channels on different grids: add --resample_healthy", file=sys.stderr)
+            print(f"{PROG}: healthy channels on different grids: add --resample_healthy", file=sys.stderr)
         return 1
     except (ConversionError, BrainExtractionUnavailable, ValueError, FileNotFoundError) as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return 2
+        return fail(PROG, str(exc))
     c = result.counts
     print(f"wrote {result.folder}: {c['healthy']} healthy, {c['tumor']} tumour training, {c['test']} test case(s)"
           + (f"; {len(result.skipped)} without report left out" if result.skipped else ""))

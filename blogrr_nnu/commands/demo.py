@@ -9,32 +9,31 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import time
 from pathlib import Path
+
+from blogrr_nnu.commands._cli import add_processes, command_parser, start_logging
 
 DEMO_ID = 501
 DEMO_NAME = "BlogrrDemo"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="blogrr_demo",
-        description="Run blogrr-nnu end to end on the embedded BraTS-like demo phantom (made on first use): "
+    parser = command_parser(
+        "blogrr_demo",
+        "Run blogrr-nnu end to end on the embedded BraTS-like demo phantom (made on first use): "
         "plan and preprocess, train BLOGRR (one fold), predict the test cases, evaluate (Dice, HD95, sensitivity) "
         "and write PNG overlays. Stages already done are reused.",
-        epilog="examples:\n  blogrr_demo\n  blogrr_demo --epochs 4          # quicker, weaker\n"
+        "examples:\n  blogrr_demo\n  blogrr_demo --epochs 4          # quicker, weaker\n"
         "  blogrr_demo --pseudo_label fused   # BLOGRR with report + image pseudo-labels\n"
-        "  BLOGRR_raw=/data/raw BLOGRR_preprocessed=/data/pre BLOGRR_results=/data/res blogrr_demo",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+        "  BLOGRR_raw=/data/raw BLOGRR_preprocessed=/data/pre BLOGRR_results=/data/res blogrr_demo")
     parser.add_argument("--raw", default=None, help="raw root (default: $BLOGRR_raw, $nnUNet_raw, ./blogrr_data/raw)")
     parser.add_argument("--preprocessed", default=None, help="preprocessed root (default: $BLOGRR_preprocessed, ...)")
     parser.add_argument("--results", default=None, help="results root (default: $BLOGRR_results, ...)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the demo dataset (default 0)")
-    parser.add_argument("-np", "--num_processes", type=int, default=2, help="worker processes (default 2)")
+    add_processes(parser, 2, "worker processes")
     parser.add_argument("-c", "--configuration", default=None, help="default: 3d_cpu without a GPU, 3d_fullres with")
     parser.add_argument("--fold", default="0", help="fold to train (default 0)")
     parser.add_argument("--epochs", type=int, default=None, help="outer epochs (default: the trainer's, 12 on CPU)")
@@ -53,7 +52,7 @@ def _stage(i: int, n: int, text: str) -> float:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    start_logging()
     import torch
 
     from blogrr_nnu.paths import dataset_folder_name, preprocessed_root, raw_root, results_root
@@ -81,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     timings["dataset"] = time.perf_counter() - t
 
     t = _stage(2, n, "verify")
-    result = verify_dataset(folder, num_processes=max(1, args.num_processes))
+    result = verify_dataset(folder, num_processes=args.num_processes)
     print(result.format())
     if not result.ok:
         return 1
@@ -90,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     t = _stage(3, n, f"plan and preprocess ({config})")
     from blogrr_nnu.planners.api import load_plans, plan_and_preprocess, summary_table
 
-    pre = plan_and_preprocess(DEMO_ID, [config], num_processes=max(1, args.num_processes))
+    pre = plan_and_preprocess(DEMO_ID, [config], num_processes=args.num_processes)
     print(summary_table(load_plans(pre)))
     timings["plan_and_preprocess"] = time.perf_counter() - t
 
@@ -124,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     t = _stage(6, n, "evaluate against labelsTs")
     from blogrr_nnu.metrics import evaluate_folders, format_table, write_results
 
-    ev = evaluate_folders(folder / "labelsTs", pred_dir, num_processes=max(1, args.num_processes))
+    ev = evaluate_folders(folder / "labelsTs", pred_dir, num_processes=args.num_processes)
     write_results(ev, pred_dir / "summary.json", pred_dir / "summary_per_case.csv")
     print(format_table(ev))
     timings["evaluate"] = time.perf_counter() - t

@@ -6,6 +6,10 @@ import logging
 import sys
 import time
 
+from blogrr_nnu.commands._cli import add_processes, command_parser, fail
+
+PROG = "blogrr_make_demo_dataset"
+
 EPILOG = """examples:
   blogrr_make_demo_dataset                      # Dataset501_BlogrrDemo below $BLOGRR_raw (24/24/12 cases, 2 mm)
   blogrr_make_demo_dataset -o /data/raw --overwrite
@@ -21,12 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
     """The command's argument parser."""
     from blogrr_nnu.phantom.dataset import DEFAULT_COUNTS, DEFAULT_SEED, DEFAULT_SPACING
 
-    p = argparse.ArgumentParser(
-        prog="blogrr_make_demo_dataset",
-        description="Generate the embedded demo dataset: healthy and tumour phantoms (T1, T2, FLAIR) on real "
+    p = command_parser(
+        "blogrr_make_demo_dataset",
+        "Generate the embedded demo dataset: healthy and tumour phantoms (T1, T2, FLAIR) on real "
                     "anatomy (deepmriprep MNI template + Hammers atlas) with whole-tumour labels and generated "
                     "radiology reports, in the blogrr raw format (nnU-Net naming).",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        EPILOG)
     p.add_argument("-o", "--output", default=None,
                    help="raw-data root that receives DatasetXXX_Name (default: $BLOGRR_raw, $nnUNet_raw, ./blogrr_data/raw)")
     p.add_argument("-d", "--dataset-id", type=int, default=501, help="dataset id 1..999 (default 501)")
@@ -41,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"isotropic voxel size in mm (default {DEFAULT_SPACING:g}; 4 is fast, 1 is slow)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
-    p.add_argument("-np", "--num-workers", type=int, default=None, help="worker processes (default: up to 2)")
+    add_processes(p, None, flags=("-np", "--num-workers"))
     p.add_argument("--no-montage", action="store_true", help="do not write montage.png")
     p.add_argument("--measure-baseline", action="store_true",
                    help="after writing, print the Dice of the best global FLAIR threshold on the tumour cases")
@@ -62,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             n_test=args.test, spacing=args.spacing, seed=args.seed, overwrite=args.overwrite,
             num_workers=args.num_workers, montage=not args.no_montage, progress=not args.quiet)
     except (FileExistsError, ValueError) as exc:
-        print(f"blogrr_make_demo_dataset: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(PROG, f"error: {exc}")
     elapsed = time.perf_counter() - t0
     print(f"wrote {folder}: {args.healthy} healthy, {args.tumor} tumour, {args.test} test cases "
           f"at {args.spacing:g} mm, seed {args.seed} ({elapsed:.1f} s)")

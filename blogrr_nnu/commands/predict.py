@@ -6,23 +6,25 @@ import logging
 import sys
 from pathlib import Path
 
+from blogrr_nnu.commands._cli import command_parser, fail, resolve_device, start_logging
+
+PROG = "blogrr_predict"
+
 TRAINER_ALIASES = {"blogrr": "BlogrrTrainer", "dae": "DAETrainer", "cgc": "CGCTrainer", "nnunet": "nnUNetTrainer"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="blogrr_predict",
-        description="Predict tumour masks for a folder of skull-stripped scans (<case>_<4-digit channel>.nii.gz, as "
+    parser = command_parser(
+        "blogrr_predict",
+        "Predict tumour masks for a folder of skull-stripped scans (<case>_<4-digit channel>.nii.gz, as "
         "nnU-Net): registration to the template, sliding-window reconstruction, anomaly map, per-case threshold from "
         "the threshold network, masks on each input's native grid. Cases already predicted are skipped.",
-        epilog="examples:\n  blogrr_predict -i imagesTs -o pred -d 501\n"
+        "examples:\n  blogrr_predict -i imagesTs -o pred -d 501\n"
         "  blogrr_predict -i imagesTs -o pred -d 501 -c 3d_cpu -f 0 1 2 3 4 --save_anomaly_maps\n"
         "  blogrr_predict -i imagesTs -o pred -d 501 -num_parts 2 -part_id 0   # and -part_id 1 elsewhere\n"
         "  blogrr_predict -i imagesTs -o pred_dae -d 501 -tr dae --threshold 1.5\n"
         "  blogrr_predict -i imagesTs -o pred_gmm -d 501 -tr gmm   # GMM w/ threshold baseline, no training\n"
-        "  blogrr_predict -i imagesTs -o pred -m results/Dataset501_BlogrrDemo/BlogrrTrainer__blogrr_plans__3d_cpu",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+        "  blogrr_predict -i imagesTs -o pred -m results/Dataset501_BlogrrDemo/BlogrrTrainer__blogrr_plans__3d_cpu")
     parser.add_argument("-i", dest="input", required=True, help="input folder of <case>_<XXXX>.nii.gz files")
     parser.add_argument("-o", dest="output", required=True, help="output folder (created)")
     parser.add_argument("-d", "--dataset", default=None, help="dataset id, folder name or name (with -c and -tr "
@@ -94,7 +96,7 @@ def _init_gmm(predictor, args, device_type: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (1 if any case failed)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    start_logging(level=logging.INFO)
     import torch
 
     from blogrr_nnu.inference.predict_folder import predict_folder
@@ -102,10 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     from blogrr_nnu.paths import DatasetNotFoundError
     from blogrr_nnu.checkpoint import UnsafeCheckpointError
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        print("blogrr_predict: -device cuda asked for, but no CUDA GPU is available (use -device cpu)", file=sys.stderr)
-        return 2
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        return fail(PROG, str(exc))
     try:
         predictor = BlogrrPredictor(args.step_size, use_mirroring=args.tta, device=torch.device(device),
                                     min_component_ml=DEFAULT_MIN_COMPONENT_ML if args.min_component_ml is None
@@ -117,8 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         result = predict_folder(predictor, args.input, args.output, save_anomaly_maps=args.save_anomaly_maps,
                                 overwrite=args.overwrite, num_parts=args.num_parts, part_id=args.part_id)
     except (DatasetNotFoundError, ModelFolderError, UnsafeCheckpointError, ValueError, FileNotFoundError) as exc:
-        print(f"blogrr_predict: {exc}", file=sys.stderr)
-        return 2
+        return fail(PROG, str(exc))
     print(f"predicted {len(result.done)} case(s), skipped {len(result.skipped)} already done, "
           f"{len(result.failed)} failed -> {Path(args.output).resolve()}")
     for cid, why in sorted(result.failed.items()):

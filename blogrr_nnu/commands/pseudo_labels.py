@@ -3,27 +3,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
+from blogrr_nnu.commands._cli import add_processes, command_parser, fail, start_logging
+
+PROG = "blogrr_pseudo_labels"
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="blogrr_pseudo_labels",
-        description="Make sure every case of a preprocessed configuration has its GMM and fused pseudo-labels "
+    parser = command_parser(
+        "blogrr_pseudo_labels",
+        "Make sure every case of a preprocessed configuration has its GMM and fused pseudo-labels "
         "(blogrr_plan_and_preprocess makes them; this also brings older preprocessed data up to date) and print "
         "the Dice of the report, GMM and fused pseudo-labels against the ground truth where it exists.",
-        epilog="examples:\n  blogrr_pseudo_labels -d 501\n  blogrr_pseudo_labels -d 501 -c 2d_cpu -o quality.json\n"
+        "examples:\n  blogrr_pseudo_labels -d 501\n  blogrr_pseudo_labels -d 501 -c 2d_cpu -o quality.json\n"
         "  blogrr_pseudo_labels -d 501 --overwrite   # refit the healthy model and redo every case\n"
         "  blogrr_pseudo_labels -d 501 --fusion_margin_mm 18   # fused labels with another margin\n"
         "  blogrr_pseudo_labels -d 501 --margin_sweep 0 6 12 18 24 -f 0   # fused Dice per margin, fold 0's training "
-        "cases only",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+        "cases only")
     parser.add_argument("-d", "--dataset", required=True, help="dataset id, folder name or name")
     parser.add_argument("-c", "--configuration", default=None, help="configuration (default 3d_cpu without a GPU)")
-    parser.add_argument("-np", "--num_processes", type=int, default=2, help="worker processes (default 2)")
+    add_processes(parser, 2, "worker processes")
     parser.add_argument("--overwrite", action="store_true", help="refit the healthy intensity model, redo every case")
     parser.add_argument("-o", "--output", default=None, help="also write per-case Dice and the summary as JSON")
     parser.add_argument("--fusion_margin_mm", type=float, default=None,
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    start_logging()
     import torch
 
     from blogrr_nnu.image_io import atomic_write
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         margin = plans.get("fusion_margin_mm", DEFAULT_FUSION_MARGIN_MM) if args.fusion_margin_mm is None \
             else float(args.fusion_margin_mm)
         add_image_pseudo_labels(data, plans["configurations"][config]["patch_size"],
-                                num_processes=max(1, args.num_processes), overwrite=args.overwrite,
+                                num_processes=args.num_processes, overwrite=args.overwrite,
                                 fusion_margin_mm=margin)
         if plans.get("fusion_margin_mm") != margin:
             from blogrr_nnu.image_io import atomic_write
@@ -74,8 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             plans["fusion_margin_mm"] = margin
             atomic_write(folder / f"{PLANS_NAME}.json", lambda tmp: Path(tmp).write_text(json.dumps(plans, indent=1)))
     except (DatasetNotFoundError, ValueError, FileNotFoundError) as exc:
-        print(f"blogrr_pseudo_labels: {exc}", file=sys.stderr)
-        return 2
+        return fail(PROG, str(exc))
     result = quality(data)
     print(f"{folder.name} {config}: pseudo-labels vs ground truth ({result['summary']['report']['n']} cases with labels)")
     print(quality_table(result))

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from blogrr_nnu.paths import DatasetNotFoundError, raw_root, resolve_dataset
 
+from blogrr_nnu.commands._cli import add_processes, command_parser, fail, start_logging
+
 PROG = "blogrr_report_quality"
 # blogrr_nnu.reports.roles.EXTENTS / DEFAULT_EXTENT, written out so --help needs no heavy import (a test
 # checks they agree).
@@ -19,9 +21,9 @@ DEFAULT_EXTENT = "whole_tumour"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Score report reading. With -d DATASET: for every case with an image, a report and a label "
+    parser = command_parser(
+        PROG,
+        "Score report reading. With -d DATASET: for every case with an image, a report and a label "
         "(imagesTrTumor + reportsTr + labelsTrTumor, imagesTs + reportsTs + labelsTs), register the case to the MNI "
         "template (T1 channel if there is one), warp the report's atlas mask onto the case grid, keep it inside the "
         "brain, and print Dice, coverage (fraction of tumour voxels inside the pseudo-label), the pseudo-label / "
@@ -33,13 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
         "hemisphere no expected site names) and reports expecting no site that still give a mask, per labels "
         "file and extent. Labels are used for this evaluation only. "
         "Exit status: 0 ok, 1 some case or report could not be scored, 2 usage error.",
-        epilog="examples:\n  blogrr_report_quality -d 501\n  blogrr_report_quality -d 501 --raw /tmp/demo_raw -np 2 "
+        "examples:\n  blogrr_report_quality -d 501\n  blogrr_report_quality -d 501 --raw /tmp/demo_raw -np 2 "
         "-o quality.json\n  blogrr_report_quality -d Dataset501_BlogrrDemo --dilate_mm 5 --extent lesion\n"
         "  blogrr_report_quality --corpus ../shared/real_reports\n"
         "  blogrr_report_quality --corpus ../shared/real_reports --expected ../shared/real_reports/expected.json "
-        "--extent lesion --details",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+        "--extent lesion --details")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("-d", "--dataset", help="dataset id (501), folder name (Dataset501_X) or name (X)")
     source.add_argument("--corpus", metavar="DIR",
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="-d: also score the test cases (imagesTs + reportsTs + labelsTs). Off by default: a number "
                         "that guides a choice (e.g. the pseudo-label extent) must come from training labels only")
     parser.add_argument("--raw", default=None, help="raw root folder (default: $BLOGRR_raw, $nnUNet_raw, ./blogrr_data/raw)")
-    parser.add_argument("-np", "--num_processes", type=int, default=1, help="cases scored in parallel (default 1)")
+    add_processes(parser, 1, "cases scored in parallel")
     parser.add_argument("-o", "--output", default=None, help="write per-case results and the summary to this JSON file")
     parser.add_argument("--dilate_mm", type=float, default=0.0, help="grow each template mask by this many mm (default 0)")
     parser.add_argument("--seed", type=int, default=1,
@@ -74,8 +74,7 @@ def _corpus_main(args: argparse.Namespace) -> int:
     try:
         result = score_corpus(args.corpus, args.expected, extents=extents)
     except (FileNotFoundError, ExpectedLabelsError, ValueError) as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2
+        return fail(PROG, str(exc))
     print(format_corpus_table(result, details=args.details))
     if args.output:
         from blogrr_nnu.image_io import atomic_write
@@ -91,20 +90,13 @@ def _corpus_main(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 a case could not be scored, 2 usage error)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    start_logging(args.verbose)
     if args.expected and not args.corpus:
-        print(f"{PROG}: --expected goes with --corpus DIR", file=sys.stderr)
-        return 2
-    if args.num_processes < 1:
-        print(f"{PROG}: -np must be >= 1, got {args.num_processes}", file=sys.stderr)
-        return 2
+        return fail(PROG, "--expected goes with --corpus DIR")
     if args.seed < 1:
-        print(f"{PROG}: --seed must be >= 1 (SimpleITK reads 0 as 'seed from the clock'), got {args.seed}",
-              file=sys.stderr)
-        return 2
+        return fail(PROG, f"--seed must be >= 1 (SimpleITK reads 0 as 'seed from the clock'), got {args.seed}")
     if not math.isfinite(args.dilate_mm) or args.dilate_mm < 0:
-        print(f"{PROG}: --dilate_mm must be a finite number >= 0, got {args.dilate_mm}", file=sys.stderr)
-        return 2
+        return fail(PROG, f"--dilate_mm must be a finite number >= 0, got {args.dilate_mm}")
     if not args.verbose:
         # Parser warnings are collected per case and printed with the case below.
         for name in ("blogrr_nnu.reports.parser", "blogrr_nnu.reports.masks", "blogrr_nnu.registration"):
@@ -120,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                                  seed=args.seed, progress=not args.quiet, extent=args.extent or DEFAULT_EXTENT,
                                  splits=("tumor", "test") if args.include_test else ("tumor",))
     except (DatasetNotFoundError, DatasetJsonError, ValueError) as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2
+        return fail(PROG, str(exc))
     print(format_table(result))
     for row in result["cases"]:
         if row.get("no_site"):

@@ -7,6 +7,8 @@ import math
 import sys
 from pathlib import Path
 
+from blogrr_nnu.commands._cli import command_parser, fail, start_logging
+
 PROG = "blogrr_report_to_mask"
 # blogrr_nnu.reports.roles.EXTENTS / DEFAULT_EXTENT, written out so --help needs no heavy import (a test
 # checks they agree).
@@ -15,22 +17,20 @@ DEFAULT_EXTENT = "whole_tumour"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Turn free-text radiology reports (<case>.txt, UTF-8) into pseudo-label masks in template "
+    parser = command_parser(
+        PROG,
+        "Turn free-text radiology reports (<case>.txt, UTF-8) into pseudo-label masks in template "
         "space: for each report, <case>.nii.gz (uint8, Hammers atlas 1 mm MNI grid, union of the atlas regions "
         "of the lesion sites) and <case>.json (sites, sides, size, character spans, matched Hammers label ids "
         "and names, exclusions, warnings). A report naming no lesion site gets its JSON with an empty site list "
         "and a warning, and no mask. Unreadable, non-UTF-8 or empty files are reported by name and skipped. "
         "Exit status: 0 ok (also when some reports name no site), 1 if a report could not be used, 2 usage error.",
-        epilog="examples:\n"
+        "examples:\n"
         "  blogrr_report_to_mask -i $BLOGRR_raw/Dataset501_BlogrrDemo/reportsTr -o /tmp/report_masks\n"
         "  blogrr_report_to_mask -i reportsTr -o masks --explain\n"
         "  blogrr_report_to_mask -i reportsTr/case_007.txt -o masks --dilate_mm 5\n"
         "  blogrr_report_to_mask -i reportsTr -o masks --extent lesion\n"
-        "Masks are in template space; warp them onto a scan with blogrr_nnu.registration.warp_to_case.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+        "Masks are in template space; warp them onto a scan with blogrr_nnu.registration.warp_to_case.")
     parser.add_argument("-i", "--input", required=True, help="folder of <case>.txt reports, or one report file")
     parser.add_argument("-o", "--output", required=True, help="output folder (created if needed)")
     parser.add_argument("--explain", action="store_true",
@@ -49,10 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 some report unusable, 2 usage error)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    start_logging(args.verbose)
     if not math.isfinite(args.dilate_mm) or args.dilate_mm < 0:
-        print(f"{PROG}: --dilate_mm must be a finite number >= 0, got {args.dilate_mm}", file=sys.stderr)
-        return 2
+        return fail(PROG, f"--dilate_mm must be a finite number >= 0, got {args.dilate_mm}")
     # Deferred imports: the atlas / SimpleITK stack is not needed for --help.
     from tqdm import tqdm
 
@@ -61,12 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         reports = list_reports(args.input)
     except (FileNotFoundError, ValueError) as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2
+        return fail(PROG, str(exc))
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
-        print(f"{PROG}: {out_dir} exists and is not a folder; choose another -o", file=sys.stderr)
-        return 2
+        return fail(PROG, f"{out_dir} exists and is not a folder; choose another -o")
     if not args.verbose:
         # The parser and mask builder log their warnings without the file name; this command prints
         # each warning itself, prefixed with the file, so silence the anonymous copies.

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
+
+from blogrr_nnu.commands._cli import command_parser, fail, start_logging
+
+PROG = "blogrr_threshold_targets"
 
 EXAMPLES = """examples:
   blogrr_threshold_targets -d 501                      # DAE run of fold 0, 3d_cpu
@@ -18,12 +21,13 @@ The run must be trained first (e.g. blogrr_train 501 0 -tr dae)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="blogrr_threshold_targets", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
-        description="For every labelled tumour training case of a fold: the Dice-optimal threshold of its anomaly "
+    parser = command_parser(
+        "blogrr_threshold_targets",
+        "For every labelled tumour training case of a fold: the Dice-optimal threshold of its anomaly "
         "map against the label (tau*_GT) and the target threshold of each pseudo-label (report region, report size, "
         "GMM, fused: tau*_P); prints Spearman rho between them, the Dice thresholding at tau*_P gives, and what the "
-        "default threshold network learns from each target in leave-one-out (docs/training.md).")
+        "default threshold network learns from each target in leave-one-out (docs/training.md).",
+        EXAMPLES)
     parser.add_argument("-d", "--dataset", required=True, help="dataset id, folder name or name")
     parser.add_argument("-c", "--configuration", default="3d_cpu", help="configuration (default 3d_cpu)")
     parser.add_argument("-f", "--fold", default="0", help="fold (default 0)")
@@ -41,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2: bad input)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    start_logging()
     from blogrr_nnu.image_io import atomic_write
     from blogrr_nnu.paths import DatasetNotFoundError, preprocessed_root, resolve_dataset, results_root
     from blogrr_nnu.planners.api import load_plans
@@ -62,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         cases = case_maps(run, data, pre, args.fold)
         result = diagnose(cases)
     except (DatasetNotFoundError, ValueError, FileNotFoundError) as exc:
-        print(f"blogrr_threshold_targets: {exc}", file=sys.stderr)
-        return 2
+        return fail(PROG, str(exc))
     print(f"{pre.name} {args.configuration} fold {args.fold}, maps of {run.name}")
     print(markdown(result))
     if args.feature_study:

@@ -5,21 +5,23 @@ import argparse
 import logging
 import sys
 
+from blogrr_nnu.commands._cli import command_parser, fail, resolve_device, start_logging
+
+PROG = "blogrr_train"
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="blogrr_train",
-        description="Train the reconstruction and threshold networks of BLOGRR (bi-level loop) on a preprocessed "
+    parser = command_parser(
+        "blogrr_train",
+        "Train the reconstruction and threshold networks of BLOGRR (bi-level loop) on a preprocessed "
         "dataset, as nnUNetv2_train does. Checkpoints, progress.png, training log and run_config.json go to "
         "$BLOGRR_results/DatasetXXX_Name/<Trainer>__blogrr_plans__<config>/fold_<FOLD>/.",
-        epilog="examples:\n  blogrr_train 501 0\n  blogrr_train 501 0 -c 3d_cpu --epochs 5\n"
+        "examples:\n  blogrr_train 501 0\n  blogrr_train 501 0 -c 3d_cpu --epochs 5\n"
         "  blogrr_train 501 all -c 3d_fullres -device cuda -num_gpus 2\n  blogrr_train 501 0 --c      # resume\n"
         "  blogrr_train 501 0 -tr dae   # DAE baseline (no threshold network)\n"
         "  blogrr_train 501 0 --pseudo_label fused   # upper loop against report + image pseudo-labels\n"
         "  blogrr_train 501 0 --threshold_model reference   # the reference's CNN threshold network (published form)\n"
-        "  blogrr_train 501 0 -tr cgc                # CGC on GMM pseudo-labels (--pseudo_label fused: fused ones)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+        "  blogrr_train 501 0 -tr cgc                # CGC on GMM pseudo-labels (--pseudo_label fused: fused ones)")
     parser.add_argument("dataset", help="dataset id, folder name or name")
     parser.add_argument("fold", help="fold 0-4, or 'all'")
     parser.add_argument("-c", "--configuration", default=None,
@@ -54,16 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    import torch
-
+    start_logging(level=logging.INFO)
     from blogrr_nnu.paths import DatasetNotFoundError
     from blogrr_nnu.checkpoint import UnsafeCheckpointError
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        print("blogrr_train: -device cuda asked for, but no CUDA GPU is available (use -device cpu)", file=sys.stderr)
-        return 2
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        return fail(PROG, str(exc))
     from blogrr_nnu.amp import configure_cuda
 
     configure_cuda(device)  # cuDNN autotuning on CUDA, as nnU-Net's run_training
@@ -84,8 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         maybe_init_from_env(device)
         tr = run(args.dataset, args.fold, args.configuration, **kw)
     except (DatasetNotFoundError, ValueError, FileNotFoundError, UnsafeCheckpointError) as exc:
-        print(f"blogrr_train: {exc}", file=sys.stderr)
-        return 2
+        return fail(PROG, str(exc))
     if args.validation_only:
         print({k: round(v, 4) for k, v in tr.validation_metrics.items()})
     print(f"run folder: {tr.output_folder}")
