@@ -42,3 +42,20 @@ def test_the_core_imports_no_later_stage():
     offenders = {f"{p.relative_to(ROOT)}: {m}" for p in sorted((ROOT / "blogrr_nnu").glob("*.py"))
                  for m in imported_modules(p) if any(m == s or m.startswith(s + ".") for s in later)}
     assert not offenders, sorted(offenders)
+
+
+def _modules() -> list[Path]:
+    return sorted(p for d in ("blogrr_nnu", "planners", "trainers", "inference") for p in (ROOT / d).rglob("*.py")
+                  if p.name != "__init__.py")
+
+
+def test_no_module_is_over_400_lines():
+    long = {str(p.relative_to(ROOT)): n for p in _modules() if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, long
+
+
+def test_the_architecture_page_lists_every_module():
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    missing = [str(p.relative_to(ROOT)) for p in _modules()
+               if "commands" not in p.parts and f"`{p.relative_to(ROOT)}`" not in page]
+    assert not missing, missing
