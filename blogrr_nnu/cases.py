@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from blogrr_nnu import anomaly as A
+from blogrr_nnu.plans_block import BlogrrBlock
 from blogrr_nnu.sliding_window import inference_tile_size, sliding_window_reconstruct
 
 
@@ -92,10 +93,10 @@ def anomaly_from_reconstruction(case: WholeCase, rec: torch.Tensor, blogrr: dict
 
 
 def _sigma(blogrr: dict, dims: int) -> list[float]:
-    s = list(blogrr["anomaly_sigma_voxels"])
+    s = list(BlogrrBlock.from_dict(blogrr).anomaly_sigma_voxels)
     return s if len(s) == dims else [s[0]] * (dims - len(s)) + s  # 2D configs: smooth slice-wise only
 
 
 def _radius(blogrr: dict, dims: int) -> list[int]:
-    r = list(blogrr["anomaly_kernel_radius_voxels"])
+    r = list(BlogrrBlock.from_dict(blogrr).anomaly_kernel_radius_voxels)
     return r if len(r) == dims else [0] * (dims - len(r)) + r

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from blogrr_nnu.plans_block import BlogrrBlock
+
 
 def build_reconstruction_network(configuration: dict, num_channels: int) -> nn.Module:
     """The plans' U-Net, ``num_channels`` in and out, deep supervision off."""
@@ -144,7 +146,7 @@ def build_threshold_network(blogrr: dict, num_channels: int, dim: int, threshold
     """The threshold network of a configuration (plans' ``blogrr`` block), as trainer and predictor build it.
 
     Args:
-        blogrr: the configuration's ``blogrr`` block.
+        blogrr: the configuration's ``blogrr`` block (:class:`~blogrr_nnu.plans_block.BlogrrBlock`, or its dict).
         num_channels: image channels.
         dim: 2 or 3.
         threshold_input: ``"image"`` or ``"image+anomaly"`` (one more input channel; reference model only).
@@ -159,5 +161,6 @@ def build_threshold_network(blogrr: dict, num_channels: int, dim: int, threshold
     if threshold_input not in ("image", "image+anomaly"):
         raise ValueError(f"threshold_input must be 'image' or 'image+anomaly', got {threshold_input!r}")
     t_in = num_channels + (1 if threshold_input == "image+anomaly" else 0)
-    tau_max = float(np.mean(blogrr["normalised_range_per_channel"]))
-    return ThresholdNet(t_in, dim, blogrr["threshold_net"]["features"], tau_max=tau_max, tau_init=0.05 * tau_max)
+    blogrr = BlogrrBlock.from_dict(blogrr)
+    tau_max = float(np.mean(blogrr.normalised_range_per_channel))
+    return ThresholdNet(t_in, dim, list(blogrr.threshold_net.features), tau_max=tau_max, tau_init=0.05 * tau_max)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from blogrr_nnu import anomaly as A
+from blogrr_nnu.plans_block import BlogrrBlock
 from blogrr_nnu.tau import map_features
 
 
@@ -86,7 +87,7 @@ class ThresholdMode:
                per_case_2d: bool = False) -> "ThresholdMode":
         """The mode of a threshold model on a configuration of ``dim`` spatial axes (``blogrr``: its plans block)."""
         t_slices = model == "reference" and dim == 2
-        return cls(model, threshold_input, tuple(blogrr["threshold_net"]["input_size"]), t_slices,
+        return cls(model, threshold_input, tuple(BlogrrBlock.from_dict(blogrr).threshold_net.input_size), t_slices,
                    t_slices and not per_case_2d)
 
     def inputs(self, data: torch.Tensor, brain: torch.Tensor, amap: torch.Tensor) -> torch.Tensor:

@@ -36,6 +36,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from blogrr_nnu import gmm as G
 from blogrr_nnu.image_io import Geometry
 from blogrr_nnu.nnunet_output import prints_as_log
+from blogrr_nnu.plans_block import BlogrrBlock, PlansBlockError, configuration_block
 from blogrr_nnu.sliding_window import inference_tile_size, sliding_window_reconstruct
 from blogrr_nnu.networks import build_reconstruction_network, build_threshold_network
 from blogrr_nnu.planners.api import spacing_xyz
@@ -191,6 +192,7 @@ class BlogrrPredictor(nnUNetPredictor):
         """Build the networks from the plans and keep each fold's weights (loaded fold after fold)."""
         if configuration not in plans["configurations"]:
             raise ModelFolderError(f"configuration {configuration!r} is not in the plans")
+        self._parse_block(plans, configuration, f"{trainer_name} plans.json")
         pm = PlansManager(plans)
         cm = pm.get_configuration(configuration)
         self.configuration_name = configuration
@@ -221,11 +223,11 @@ class BlogrrPredictor(nnUNetPredictor):
         self.threshold_input = checkpoints[0].get("threshold_input", "image+anomaly")
         self.threshold_per_case = bool(checkpoints[0].get("threshold_per_case", dim == 3))
         self.threshold_model = checkpoints[0].get("threshold_model", "reference")  # older checkpoints: the CNN
-        self.threshold_mode = ThresholdMode.create(self.threshold_model, dim, cm.configuration["blogrr"],
+        self.threshold_mode = ThresholdMode.create(self.threshold_model, dim, self.blogrr,
                                                    threshold_input=self.threshold_input,
                                                    per_case_2d=self.threshold_per_case)
         if self.fixed_threshold is None:
-            self.threshold_network = build_threshold_network(cm.configuration["blogrr"], n_ch, dim, self.threshold_input,
+            self.threshold_network = build_threshold_network(self.blogrr, n_ch, dim, self.threshold_input,
                                                              self.threshold_model).to(self.device).eval()
         axes = tuple(checkpoints[0].get("inference_allowed_mirroring_axes") or ())
         self.manual_initialization(network.to(self.device).eval(), pm, cm, checkpoints, dataset_json, trainer_name, axes)
@@ -238,6 +240,7 @@ class BlogrrPredictor(nnUNetPredictor):
         """
         if configuration not in plans["configurations"]:
             raise ModelFolderError(f"configuration {configuration!r} is not in the plans")
+        self._parse_block(plans, configuration, "preprocessed plans")
         self.plans_manager = PlansManager(plans)
         self.configuration_manager = self.plans_manager.get_configuration(configuration)
         self.configuration_name = configuration
@@ -269,8 +272,15 @@ class BlogrrPredictor(nnUNetPredictor):
         self.model_files = [model]
 
     @property
-    def blogrr(self) -> dict:
-        return self.configuration_manager.configuration["blogrr"]
+    def blogrr(self) -> BlogrrBlock:
+        """The configuration's ``blogrr`` plans block, parsed when the predictor was initialised."""
+        return self._blogrr
+
+    def _parse_block(self, plans: dict, configuration: str, source: str) -> None:
+        try:
+            self._blogrr = configuration_block(plans, configuration, source)
+        except PlansBlockError as exc:
+            raise ModelFolderError(str(exc)) from None
 
     # -- nnU-Net's hook, in fp32 with the input's channel count ---------------------------------------
     @torch.inference_mode()

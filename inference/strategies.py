@@ -59,7 +59,7 @@ class ReconstructionStrategy(Strategy):
         else:
             tau = mode.case_tau(predictor.threshold_network, case.data, case.brain, amap, predictor.device)
         shaped = tau.view(1, -1, 1, 1) if per_slice else tau.reshape(1, 1, 1, 1)
-        k = float(predictor.blogrr["sigmoid_steepness"])
+        k = float(predictor.blogrr.sigmoid_steepness)
         return amap, torch.sigmoid(k * (amap - shaped)) * case.brain, tau
 
     def threshold_source(self, predictor) -> str:

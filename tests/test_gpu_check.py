@@ -142,7 +142,15 @@ def test_precision_effects_measure_reduced_precision_not_noise():
     net = torch.nn.Sequential(torch.nn.Conv3d(2, 8, 3, padding=1), torch.nn.LeakyReLU(), torch.nn.Conv3d(8, 2, 3, padding=1))
     x = torch.randn(2, 2, 12, 14, 12)
     brain = torch.ones(2, 1, 12, 14, 12, dtype=torch.bool)
-    blogrr = {"anomaly_sigma_voxels": [1.0] * 3, "anomaly_kernel_radius_voxels": [2] * 3, "sigmoid_steepness": 5.0}
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from blogrr_nnu.plans_block import configuration_block
+
+    plans = json.loads((Path(__file__).parent / "data" / "pinned" / "plans.json").read_text())
+    blogrr = dataclasses.replace(configuration_block(plans, "3d_cpu"), anomaly_sigma_voxels=(1.0,) * 3,
+                                 anomaly_kernel_radius_voxels=(2,) * 3, sigmoid_steepness=5.0)
     out = precision_effects(net, x, brain, blogrr, "cpu", torch.bfloat16)
     assert set(out) == {"bf16 losses under autocast", "bf16 forward, losses in fp32 (the trainer)"}  # no TF32 on CPU
     ours = out["bf16 forward, losses in fp32 (the trainer)"]

@@ -65,7 +65,7 @@ def test_reference_threshold_moves_toward_the_dice_optimal_value(env):
     tr.threshold_lr_factor = 10.0
     for g in tr.threshold_optimizer.param_groups:
         g["lr"] = tr.initial_lr * tr.threshold_lr_factor
-    size = tr.blogrr["threshold_net"]["input_size"]
+    size = list(tr.blogrr.threshold_net.input_size)
     # Constructed cases: A is a ramp along one axis, the pseudo-label is A > 0.3 * tau_max, so the Dice-optimal
     # threshold is known.
     tau_max = tr.threshold_network.tau_max

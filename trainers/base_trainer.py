@@ -43,6 +43,7 @@ from blogrr_nnu.cases import load_whole_case
 from blogrr_nnu.checkpoint import load_checkpoint, save_checkpoint
 from blogrr_nnu.image_io import atomic_write
 from blogrr_nnu.paths import environment, preprocessed_root, results_root
+from blogrr_nnu.plans_block import BlogrrBlock, configuration_block
 from blogrr_nnu.splits import case_roles, fold_keys, load_or_create_splits
 from blogrr_nnu.trainers import progress as prog
 
@@ -52,12 +53,12 @@ def nnunet_paths():
     return environment(nnUNet_preprocessed=str(preprocessed_root()), nnUNet_results=str(results_root()))
 
 
-def default_schedule(blogrr: dict) -> tuple[int, int]:
-    """(outer epochs, lower-loop iterations per epoch) for a configuration's ``blogrr`` plans block.
+def default_schedule(blogrr) -> tuple[int, int]:
+    """(outer epochs, lower-loop iterations per epoch) for a configuration's ``blogrr`` plans block (or its dict).
 
     Outer epochs as the reference (100) on GPU; on CPU a schedule that fits in minutes.
     """
-    return (12, 30) if blogrr["device_class"] == "cpu" else (100, 250)
+    return (12, 30) if BlogrrBlock.from_dict(blogrr).cpu else (100, 250)
 
 
 def unwrap(module):
@@ -99,10 +100,12 @@ class BaseTrainer(nnUNetTrainer):
             self.device = torch.device(device)
             self.grad_scaler = None  # nnU-Net made one for the CUDA device it assumes under DDP
         self.my_init_kwargs["device"] = str(self.device)
-        self.blogrr = self.configuration_manager.configuration["blogrr"]
+        # the configuration's blogrr block, parsed and checked once (a bad or old plans file fails here)
+        self.blogrr = configuration_block(self.plans_manager.plans, configuration,
+                                          f"{self.preprocessed_dataset_folder_base}/blogrr_plans.json")
         self.strides = self.configuration_manager.configuration["architecture"]["arch_kwargs"]["strides"]
         self.dim = len(self.configuration_manager.patch_size)
-        self.cpu_schedule = self.blogrr["device_class"] == "cpu"
+        self.cpu_schedule = self.blogrr.cpu
         self.num_epochs, self.num_iterations_per_epoch = default_schedule(self.blogrr)
         # Reference: Adam (amsgrad), lr 1e-4, weight decay 1e-5. On CPU there are ~20x fewer steps, so 10x higher
         # (measured: at 1e-4 a reconstruction network still copies noise after 300 steps).

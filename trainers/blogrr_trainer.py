@@ -114,7 +114,7 @@ class BlogrrTrainer(ReconstructionTrainer):
         if self.per_slice and self.tau_initialised:
             with torch.no_grad():
                 inp = torch.cat([x, amap.detach()], 1) if self.threshold_input == "image+anomaly" else x
-                return unwrap(self.threshold_network)(A.resize(inp, self.blogrr["threshold_net"]["input_size"]))
+                return unwrap(self.threshold_network)(A.resize(inp, list(self.blogrr.threshold_net.input_size)))
         return None
 
     # -- upper loop ----------------------------------------------------------------------------------

@@ -69,22 +69,22 @@ class ReconstructionTrainer(BaseTrainer):
         net = self.network
         net.train()
         b = self.blogrr
-        sig, rad = b["anomaly_sigma_voxels"], b["anomaly_kernel_radius_voxels"]
+        sig, rad, noise_plan = list(b.anomaly_sigma_voxels), list(b.anomaly_kernel_radius_voxels), b.coarse_noise
         totals = {"lower_loss": 0.0, "lower_mse": 0.0, "lower_tolerance": 0.0}
         for _ in range(self.num_iterations_per_epoch):
             batch = self.dataloader_train.generate_train_batch()
             seg = batch["target"]
             brain = (seg[:, 0:1] > 0).to(self.device)
             x = batch["data"].to(self.device) * brain
-            noise = A.coarse_noise(x.shape, b["coarse_noise"]["grid"], b["coarse_noise"]["std_per_channel"],
-                                   roll=b["coarse_noise"]["roll"], generator=self.noise_generator, device=self.device)
+            noise = A.coarse_noise(x.shape, noise_plan.grid, noise_plan.std_per_channel, roll=noise_plan.roll,
+                                   generator=self.noise_generator, device=self.device)
             with amp.autocast(self.device):  # fp16 on CUDA as nnU-Net; the losses below are taken in fp32
                 rec = net(x + noise * brain)
             rec = rec.float()
             mse = A.masked_mse(rec, x, brain)
             amap = A.anomaly_map(x, rec, brain, sig, rad)
             tol = A.error_tolerance_term(amap, self.batch_tau(batch["keys"], x, amap, taus))
-            loss = mse + (b["error_tolerance_weight"] * tol if self.use_error_tolerance else 0.0)
+            loss = mse + (b.error_tolerance_weight * tol if self.use_error_tolerance else 0.0)
             amp.backward_step(loss, self.optimizer, net.parameters(), self.grad_scaler, max_norm=12)
             for k, v in (("lower_loss", loss), ("lower_mse", mse), ("lower_tolerance", tol)):
                 totals[k] += float(v.detach()) / self.num_iterations_per_epoch

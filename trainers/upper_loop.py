@@ -197,7 +197,7 @@ class ReferenceUpperLoop(UpperLoop):
         rng = tr.seed_part(epoch, 1)
         t = tr.threshold_network
         t.train()
-        k = tr.blogrr["sigmoid_steepness"]
+        k = tr.blogrr.sigmoid_steepness
         stack_per_case = mode.t_slices and not mode.per_slice  # 2D, one tau per case: a whole stack per case
         if mode.per_slice:  # sample slices that hold brain
             items = [(c, z) for c, entry in enumerate(cache) for z in range(entry.brain.shape[0]) if entry.brain[z].any()]

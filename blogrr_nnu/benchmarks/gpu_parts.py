@@ -20,6 +20,7 @@ import torch
 from blogrr_nnu import anomaly as A
 from blogrr_nnu.benchmarks.common import sec, stats, synchronize, table
 from blogrr_nnu.metrics import dice as mask_dice
+from blogrr_nnu.plans_block import BlogrrBlock
 
 ITERATION_TARGET = 1.15
 PREDICTION_TARGET = 1.2
@@ -108,7 +109,8 @@ def precision_effects(net, x: torch.Tensor, brain: torch.Tensor, blogrr: dict, d
         ``{variant: {"rec_max_abs", "mse_rel", "amap_max_abs", "amap_p99", "tolerance_rel", "soft_max_abs",
         "flipped_fraction"}}`` (differences from the reference).
     """
-    sig, rad, k = blogrr["anomaly_sigma_voxels"], blogrr["anomaly_kernel_radius_voxels"], blogrr["sigmoid_steepness"]
+    b = BlogrrBlock.from_dict(blogrr)
+    sig, rad, k = list(b.anomaly_sigma_voxels), list(b.anomaly_kernel_radius_voxels), b.sigmoid_steepness
     inside = brain > 0
 
     def derived(rec):
