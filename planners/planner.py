@@ -70,7 +70,8 @@ class BlogrrPlanner(ExperimentPlanner):
     def __init__(self, dataset_name: str, dataset_json: dict, fingerprint: dict, output_folder: str | Path,
                  gpu_memory_target_in_gb: float = 8.0):
         # nnU-Net's __init__ reads nnUNet_raw and expects labelsTr for every case; set the same state
-        # from our inputs instead of calling it.
+        # from our inputs instead of calling it. tests/test_planner_init.py runs nnU-Net's real __init__ and fails
+        # when nnunetv2 sets an attribute this one does not, or changes a default copied here.
         self.dataset_name = dataset_name
         self.output_folder = Path(output_folder)
         self.suppress_transpose = False
