@@ -363,7 +363,7 @@ class BlogrrPredictor(nnUNetPredictor):
         """The folds' mean soft mask and anomaly map of a case already on the stored grid, and each fold's tau.
 
         What :meth:`predict_case` does between preprocessing and the way back to the native grid; also what the
-        GPU check (:mod:`blogrr_nnu.benchmarks.gpu_check`) runs on cases preprocessed beforehand.
+        GPU check (:mod:`blogrr_nnu.benchmarks.speed.gpu_check`) runs on cases preprocessed beforehand.
 
         Args:
             image: ``(C, *S)`` float32 normalised image; brain: ``(*S)`` mask; spacing: voxel size, stored axis order.

@@ -2,7 +2,7 @@
 # The GPU check on a CUDA machine without network (docs/performance.md, "GPU check"). Needs $GPU_CHECK_DIR from
 # scripts/prepare_gpu_check.sh next to this tree. Installs the carried wheels and this tree offline into a private
 # folder (never torch: the machine's CUDA build is used), stands in for SimpleITK where it is missing, writes the
-# 2d copies of the shared arrays, and runs python -m blogrr_nnu.benchmarks.gpu_check under a hard time limit.
+# 2d copies of the shared arrays, and runs python -m blogrr_nnu.benchmarks.speed.gpu_check under a hard time limit.
 # Writes gpu_check.md (the report), gpu_check.json, gpu_check.log and nvidia-smi.txt into $OUT (./gpu_check_out).
 # Environment: DATASET (501), GPU_CHECK_DIR (.gpu_check), BUDGET_S (390: the check's own budget), TIMEOUT_S (440:
 # the hard limit of the check), PYTHON (python3). Everything, installs included, ends within 8 minutes.
@@ -36,8 +36,8 @@ unset nnUNet_preprocessed nnUNet_results nnUNet_raw BLOGRR_results
 # inference/ are subpackages only once installed)
 cd "$OUTDIR" || exit 2
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" 2>&1 | tee -a "$LOG"
-$PY -m blogrr_nnu.benchmarks.gpu_check_data unpack -d "$DATASET" 2>&1 | tee -a "$LOG"
-timeout "${TIMEOUT_S:-440}" $PY -m blogrr_nnu.benchmarks.gpu_check -d "$DATASET" -o "$OUTDIR/gpu_check.md" \
+$PY -m blogrr_nnu.benchmarks.speed.gpu_check_data unpack -d "$DATASET" 2>&1 | tee -a "$LOG"
+timeout "${TIMEOUT_S:-440}" $PY -m blogrr_nnu.benchmarks.speed.gpu_check -d "$DATASET" -o "$OUTDIR/gpu_check.md" \
     --json "$OUTDIR/gpu_check.json" --budget_s "${BUDGET_S:-390}" "$@" 2>&1 | tee -a "$LOG"
 rc=${PIPESTATUS[0]}
 [ "$rc" = 124 ] && echo "gpu_check.sh: stopped at the ${TIMEOUT_S:-440} s limit; $OUTDIR/gpu_check.md holds the parts done" | tee -a "$LOG"

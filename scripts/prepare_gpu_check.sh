@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare, on a CPU machine with the package installed and a registry reachable, what scripts/gpu_check.sh needs on
 # a GPU machine that has Python 3.12 + CUDA torch but no network, no nnunetv2, no SimpleITK and no deepmriprep:
-#   $GPU_CHECK_DIR/preprocessed/   a packed subset of the dataset (python -m blogrr_nnu.benchmarks.gpu_check_data pack)
+#   $GPU_CHECK_DIR/preprocessed/   a packed subset of the dataset (python -m blogrr_nnu.benchmarks.speed.gpu_check_data pack)
 #   $GPU_CHECK_DIR/wheels/         cp312 manylinux x86_64 wheels of what training and prediction import (never torch)
 # and checks that what travels (this tree's files + $GPU_CHECK_DIR) stays under $LIMIT_MIB (64 MiB by default).
 # Environment: DATASET (501), GPU_CHECK_DIR (.gpu_check), HEALTHY/TUMOR/TEST (8/6/3 cases), LIMIT_MIB (64),
@@ -21,7 +21,7 @@ blogrr_plan_and_preprocess -d "$DATASET" -c 3d_fullres 2d -np "${NP:-2}"
 
 # 2. the carried subset (+ test cases registered and preprocessed here: the GPU machine cannot register)
 rm -rf "$CARRY/preprocessed"
-$PY -m blogrr_nnu.benchmarks.gpu_check_data pack -d "$DATASET" -c 3d_fullres 2d -o "$CARRY/preprocessed" \
+$PY -m blogrr_nnu.benchmarks.speed.gpu_check_data pack -d "$DATASET" -c 3d_fullres 2d -o "$CARRY/preprocessed" \
     --healthy "${HEALTHY:-8}" --tumor "${TUMOR:-6}" --test "${TEST:-3}"
 
 # 3. wheels, at the versions tested here. Left out on purpose: torch (the machine's own CUDA build), SimpleITK

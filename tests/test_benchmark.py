@@ -9,8 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from blogrr_nnu.benchmarks import thresholds as T
-from blogrr_nnu.benchmarks import report as R
+from blogrr_nnu.benchmarks.methods import thresholds as T
+from blogrr_nnu.benchmarks.methods import report as R
 from blogrr_nnu.commands.benchmark import main as benchmark_main
 from blogrr_nnu.commands.evaluate import main as evaluate_main
 from blogrr_nnu.planners.api import plan_and_preprocess
@@ -208,7 +208,7 @@ def test_rerun_reuses_runs_and_refuses_a_dataset_without_test_labels(quick_run, 
 def test_pooled_table_across_datasets_by_hand():
     from scipy.stats import wilcoxon
 
-    from blogrr_nnu.benchmarks.seeds import pooled
+    from blogrr_nnu.benchmarks.methods.seeds import pooled
 
     def run(name, dice):  # dice: row -> per-case Dice
         cases = [f"{name}_{i}" for i in range(len(next(iter(dice.values()))))]
@@ -235,7 +235,7 @@ def test_pooled_table_across_datasets_by_hand():
 
 
 def test_intensity_baseline_channels_are_found_by_name():
-    from blogrr_nnu.benchmarks.comparison import intensity_channels
+    from blogrr_nnu.benchmarks.methods.comparison import intensity_channels
 
     assert intensity_channels({"0": "T1", "1": "T2", "2": "FLAIR"}) == [(2, "FLAIR"), (1, "T2")]
     assert intensity_channels({"0": "T1w", "1": "T2-FLAIR", "2": "t2w"}) == [(1, "T2-FLAIR"), (2, "t2w")]
@@ -280,8 +280,8 @@ def test_label_free_rows_do_not_depend_on_the_test_labels(quick_run, tmp_path):
 def test_healthy_scans_with_other_channels_are_refused_before_any_training(tmp_path):
     """The SB rows predict healthy cases with the tumour scans' channel numbering: a dataset whose healthy scans
     have other channels must stop at once with the file and the way out, not fail after hours of training."""
-    from blogrr_nnu.benchmarks.comparison import Setting
-    from blogrr_nnu.benchmarks.suite import run_benchmark
+    from blogrr_nnu.benchmarks.methods.comparison import Setting
+    from blogrr_nnu.benchmarks.methods.suite import run_benchmark
 
     raw = tmp_path / "Dataset990_Mixed"
     raw.mkdir()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from blogrr_nnu.benchmarks import gpu_check, gpu_check_data
+from blogrr_nnu.benchmarks.speed import gpu_check, gpu_check_data
 from blogrr_nnu.planners.api import plan_and_preprocess
 from template_cases import write_template_dataset
 
@@ -89,7 +89,7 @@ def test_allow_cpu_runs_every_part_without_simpleitk_or_deepmriprep(carried, tmp
     env = {**os.environ, "BLOGRR_preprocessed": str(root / "carry"), "BLOGRR_raw": str(tmp_path / "no_raw"),
            "PYTHONPATH": os.pathsep.join([str(REPO / "scripts" / "gpu_check_stubs"), str(tmp_path / "absent")])}
     report, raw = tmp_path / "report.md", tmp_path / "report.json"
-    proc = subprocess.run([sys.executable, "-m", "blogrr_nnu.benchmarks.gpu_check", "-d", DATASET, "-c", "3d_cpu",
+    proc = subprocess.run([sys.executable, "-m", "blogrr_nnu.benchmarks.speed.gpu_check", "-d", DATASET, "-c", "3d_cpu",
                            "--allow_cpu", "--iters", "3", "--rounds", "2", "-o", str(report), "--json", str(raw)],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -136,7 +136,7 @@ def test_allow_cpu_runs_every_part_without_simpleitk_or_deepmriprep(carried, tmp
 
 
 def test_precision_effects_measure_reduced_precision_not_noise():
-    from blogrr_nnu.benchmarks.gpu_parts import precision_effects
+    from blogrr_nnu.benchmarks.speed.gpu_parts import precision_effects
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv3d(2, 8, 3, padding=1), torch.nn.LeakyReLU(), torch.nn.Conv3d(8, 2, 3, padding=1))

@@ -32,7 +32,7 @@ in $BLOGRR_results/DatasetXXX/benchmark/<configuration>_fold<F>/ (check any row 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from blogrr_nnu.benchmarks.comparison import GROUPS
+    from blogrr_nnu.benchmarks.methods.comparison import GROUPS
 
     parser = command_parser(
         "blogrr_benchmark",
@@ -76,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args, argv) -> int:
     import torch
 
-    from blogrr_nnu.benchmarks import comparison as C
-    from blogrr_nnu.benchmarks import report as R
+    from blogrr_nnu.benchmarks.methods import comparison as C
+    from blogrr_nnu.benchmarks.methods import report as R
     from blogrr_nnu.benchmarks.common import cpu_model, load_average, machine_info
-    from blogrr_nnu.benchmarks.suite import run_benchmark
+    from blogrr_nnu.benchmarks.methods.suite import run_benchmark
     from blogrr_nnu.paths import preprocessed_root, raw_root, resolve_dataset, results_root
     from blogrr_nnu.planners.api import load_plans
     from blogrr_nnu.trainers.api import default_configuration
@@ -129,7 +129,7 @@ def _run(args, argv) -> int:
         print(R.render_tables(R.tables(runs[0]["result"], runs[0]["derived"])))
         written = R.write_outputs(runs[0]["result"], runs[0]["derived"], header, md)
     else:
-        from blogrr_nnu.benchmarks import seeds
+        from blogrr_nnu.benchmarks.methods import seeds
 
         print(R.render_tables([seeds.pooled_table(seeds.pooled(runs, runs[0]["derived"]["ours"]))]))
         written = seeds.write_outputs(runs, header, md)

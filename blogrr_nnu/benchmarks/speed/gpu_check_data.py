@@ -1,4 +1,4 @@
-"""``python -m blogrr_nnu.benchmarks.gpu_check_data``: the data the GPU check carries, packed on a CPU machine.
+"""``python -m blogrr_nnu.benchmarks.speed.gpu_check_data``: the data the GPU check carries, packed on a CPU machine.
 
 The GPU machine of ``scripts/gpu_check.sh`` has no network, no SimpleITK and no atlas package, and what travels
 there is limited in size (docs/performance.md, "GPU check"). So everything that needs registration or the atlas
@@ -178,11 +178,11 @@ def unpack(dataset: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m blogrr_nnu.benchmarks.gpu_check_data",
+        prog="python -m blogrr_nnu.benchmarks.speed.gpu_check_data",
         description="Pack (on a CPU machine) or unpack (on the GPU machine) the preprocessed data the GPU check "
         "carries (module docstring; docs/performance.md). Reads BLOGRR_preprocessed / BLOGRR_raw.",
-        epilog="examples:\n  python -m blogrr_nnu.benchmarks.gpu_check_data pack -d 501 -o .gpu_check/preprocessed\n"
-        "  BLOGRR_preprocessed=.gpu_check/preprocessed python -m blogrr_nnu.benchmarks.gpu_check_data unpack -d 501",
+        epilog="examples:\n  python -m blogrr_nnu.benchmarks.speed.gpu_check_data pack -d 501 -o .gpu_check/preprocessed\n"
+        "  BLOGRR_preprocessed=.gpu_check/preprocessed python -m blogrr_nnu.benchmarks.speed.gpu_check_data unpack -d 501",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=["pack", "unpack"])
     parser.add_argument("-d", "--dataset", required=True, help="dataset id or name")

@@ -1,4 +1,4 @@
-"""``python -m blogrr_nnu.benchmarks.training``: cost of a lower-loop iteration vs nnU-Net's, and of the upper loop.
+"""``python -m blogrr_nnu.benchmarks.speed.training``: cost of a lower-loop iteration vs nnU-Net's, and of the upper loop.
 
 (a)+(b) run in ONE fresh process, interleaved in rounds (the side that goes first alternates) so that
 drift of the machine (other load, thermal state) hits both sides alike: BlogrrTrainer's
@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"loop in whole outer epochs (target <= {UPPER_SHARE_TARGET:.0%}). Uses a preprocessed dataset; runs are "
         "written to a temporary results folder that is removed. Prints Markdown tables.",
         epilog="example:\n"
-        "  python -m blogrr_nnu.benchmarks.training -d 501 -c 3d_cpu --iters 12 --epochs 2 -o train.json",
+        "  python -m blogrr_nnu.benchmarks.speed.training -d 501 -c 3d_cpu --iters 12 --epochs 2 -o train.json",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-d", "--dataset", required=True, help="preprocessed dataset id or name (BLOGRR_preprocessed)")
     parser.add_argument("-c", "--configuration", default="3d_cpu", help="configuration (default 3d_cpu)")

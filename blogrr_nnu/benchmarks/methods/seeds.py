@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from blogrr_nnu.benchmarks import report as R
+from blogrr_nnu.benchmarks.methods import report as R
 from blogrr_nnu.benchmarks.common import _plain, table
-from blogrr_nnu.benchmarks.thresholds import wilcoxon_p
+from blogrr_nnu.benchmarks.methods.thresholds import wilcoxon_p
 from blogrr_nnu.image_io import atomic_write
 
 

@@ -1,16 +1,16 @@
-"""``python -m blogrr_nnu.benchmarks.gpu_check``: the GPU configurations on a CUDA GPU, against stock nnU-Net.
+"""``python -m blogrr_nnu.benchmarks.speed.gpu_check``: the GPU configurations on a CUDA GPU, against stock nnU-Net.
 
 One Markdown report (docs/performance.md, "GPU check"), from a dataset planned and preprocessed beforehand on a
-CPU machine (``scripts/prepare_gpu_check.sh``, :mod:`~blogrr_nnu.benchmarks.gpu_check_data`), in parts that each
+CPU machine (``scripts/prepare_gpu_check.sh``, :mod:`~blogrr_nnu.benchmarks.speed.gpu_check_data`), in parts that each
 fit a share of ``--budget_s`` (a part that would not fit is skipped and says so; the report is rewritten after
 every part, so a run stopped from outside keeps what it measured):
 
 - **(A)** per configuration: our lower-loop iteration vs nnU-Net's stock ``train_step`` on the same plans,
-  interleaved (:func:`blogrr_nnu.benchmarks.training.interleave`); peak allocated GPU memory of each side
+  interleaved (:func:`blogrr_nnu.benchmarks.speed.training.interleave`); peak allocated GPU memory of each side
   against the plans' ``gpu_memory_target_gb``; the share of batch generation (in the process, both sides);
   what fp16 autocast does to R's output, the MSE, the anomaly map, the tolerance term and the soft segmentation.
 - **(D)** per configuration: sliding-window reconstruction per case, ours (fp32 and fp16 autocast) vs
-  ``nnUNetPredictor`` (:func:`blogrr_nnu.benchmarks.prediction.task_window`).
+  ``nnUNetPredictor`` (:func:`blogrr_nnu.benchmarks.speed.prediction.task_window`).
 - **(B)**, **(C)**: a short BLOGRR and CGC training of the first configuration: per-part times (the upper
   loop's share), the default schedule's epoch and fold extrapolated from them, and prediction of the carried
   test cases with Dice on the stored grid.
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         "short BLOGRR and CGC training with prediction and Dice, as one Markdown report (module docstring). Needs "
         "CUDA (exit 2 without it) unless --allow_cpu, which runs the same parts on the CPU at toy sizes.",
         epilog="example (on the GPU machine, see scripts/gpu_check.sh):\n"
-        "  python -m blogrr_nnu.benchmarks.gpu_check -d 501 -o report.md --budget_s 420",
+        "  python -m blogrr_nnu.benchmarks.speed.gpu_check -d 501 -o report.md --budget_s 420",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-d", "--dataset", required=True, help="preprocessed dataset id or name (BLOGRR_preprocessed)")
     parser.add_argument("-c", "--configurations", nargs="+", default=["3d_fullres", "2d"],
@@ -81,7 +81,7 @@ def device_rows(device) -> list[list[str]]:
 
 
 def targets_table(results: dict, configurations: list[str], target_gb: float) -> dict:
-    from blogrr_nnu.benchmarks.gpu_parts import ITERATION_TARGET, NA, PREDICTION_TARGET, gib
+    from blogrr_nnu.benchmarks.speed.gpu_parts import ITERATION_TARGET, NA, PREDICTION_TARGET, gib
 
     rows = []
     for c in configurations:
@@ -119,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
               "CPU-reachable parts at toy sizes", file=sys.stderr)
         return 2
     from blogrr_nnu import amp
-    from blogrr_nnu.benchmarks import gpu_parts as P
-    from blogrr_nnu.benchmarks.gpu_check_data import MANIFEST, TEST_DIR
+    from blogrr_nnu.benchmarks.speed import gpu_parts as P
+    from blogrr_nnu.benchmarks.speed.gpu_check_data import MANIFEST, TEST_DIR
     from blogrr_nnu.paths import DatasetNotFoundError, environment, preprocessed_root, resolve_dataset
     from blogrr_nnu.planners.api import load_plans
 

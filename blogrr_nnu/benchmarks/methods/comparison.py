@@ -10,7 +10,7 @@ labelsTs -pred <row folder>``. Rows:
 - thresholds on native anomaly maps (DAE, and each BLOGRR run's own reconstruction network) and on native
   FLAIR/T2 intensities (z-score within each case's brain): label-free rules on held-out healthy cases ("SB"), the best
   global threshold on the test labels ("UB", oracle) and every case's own best threshold (oracle), see
-  :mod:`blogrr_nnu.benchmarks.thresholds`. These rows are ``map > t`` without post-processing, as in the
+  :mod:`blogrr_nnu.benchmarks.methods.thresholds`. These rows are ``map > t`` without post-processing, as in the
   papers the baselines come from.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from blogrr_nnu.benchmarks import thresholds as T
+from blogrr_nnu.benchmarks.methods import thresholds as T
 from blogrr_nnu.image_io import atomic_write, read_image, write_image
 from blogrr_nnu.nnunet_output import prints_as_log
 
@@ -51,6 +51,8 @@ class Trained:
     trainer: str  # key of trainers.api.TRAINERS, or "nnunet"
     pseudo_label: str | None = None
     reconstruction: bool = False  # its anomaly maps get threshold rows and a sensitivity curve
+    own_masks: bool = True  # its predicted masks are a row (False: no threshold of its own, only threshold rows)
+    healthy_rules: bool = False  # label-free (SB) threshold rows from its maps of held-out healthy cases
     threshold_model: str | None = None  # BLOGRR: None = the trainer's default (stats)
     budget: int = 1  # full supervision: multiple of our trainer's step budget
 
@@ -61,7 +63,7 @@ TRAINED = {
     "blogrr_fused": Trained("BLOGRR (fused target)", "blogrr", "fused", True),
     "blogrr_reference": Trained("BLOGRR, reference T (report regions, as published)", "blogrr", "report", True,
                                 threshold_model="reference"),
-    "dae": Trained("DAE", "dae", None, True),
+    "dae": Trained("DAE", "dae", None, True, own_masks=False, healthy_rules=True),
     "cgc": Trained("CGC (GMM pseudo-labels)", "cgc", "gmm"),
     "cgc_fused": Trained("CGC (fused pseudo-labels)", "cgc", "fused"),
     "supervised": Trained("Full supervision (stock nnUNetTrainer), our step budget", "nnunet"),
@@ -169,8 +171,9 @@ def predict(s: Setting, key: str, folder: Path | None, in_dir: Path, out_dir: Pa
     from blogrr_nnu.inference.predict_folder import predict_folder
     from blogrr_nnu.inference.predictor import BlogrrPredictor
 
-    # DAE runs have no threshold network; their masks are not used (the threshold rows are), any value does
-    predictor = BlogrrPredictor(device=torch.device(s.device), fixed_threshold=0.0 if key == "dae" else None,
+    # a run without a threshold of its own (the DAE): its masks are not used (the threshold rows are), any value does
+    own = key not in TRAINED or TRAINED[key].own_masks
+    predictor = BlogrrPredictor(device=torch.device(s.device), fixed_threshold=None if own else 0.0,
                                 allow_tqdm=False)
     if folder is None:
         predictor.initialize_gmm_from_preprocessed(s.preprocessed, s.configuration)

@@ -1,4 +1,4 @@
-"""``python -m blogrr_nnu.benchmarks.prediction``: sliding-window reconstruction, ours vs nnU-Net's, per case.
+"""``python -m blogrr_nnu.benchmarks.speed.prediction``: sliding-window reconstruction, ours vs nnU-Net's, per case.
 
 Per spacing, the same preprocessed cases (resampled to that spacing) and the same untrained but seeded
 reconstruction network of the plans go through (a) ``BlogrrPredictor.predict_sliding_window_return_logits``
@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         "output from ours (fp32). (d) the whole per-case prediction at the configuration's spacing when the raw "
         "dataset is found. Each method runs in its own fresh process. Prints Markdown tables.",
         epilog="example:\n"
-        "  python -m blogrr_nnu.benchmarks.prediction -d 501 -c 3d_cpu -n 2 --spacings 2 1 -o pred.json",
+        "  python -m blogrr_nnu.benchmarks.speed.prediction -d 501 -c 3d_cpu -n 2 --spacings 2 1 -o pred.json",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-d", "--dataset", required=True, help="preprocessed dataset id or name (BLOGRR_preprocessed)")
     parser.add_argument("-c", "--configuration", default="3d_cpu", help="configuration (default 3d_cpu)")

@@ -1,4 +1,4 @@
-"""``run_benchmark``: every method of :mod:`blogrr_nnu.benchmarks.comparison` on one dataset's test cases."""
+"""``run_benchmark``: every method of :mod:`blogrr_nnu.benchmarks.methods.comparison` on one dataset's test cases."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from blogrr_nnu.benchmarks import comparison as C
+from blogrr_nnu.benchmarks.methods import comparison as C
 from blogrr_nnu.metrics import evaluate_folders
 
 logger = logging.getLogger(__name__)
@@ -73,20 +73,20 @@ def run_benchmark(s: C.Setting) -> dict:
         secs = C.predict(s, key, folder, images_ts, pred_dir)
         timing[key] = {**C.training_time(folder, s.fold), "trained_now": now,
                        "predict_seconds_per_case": float(np.median([secs[c] for c in test_ids if c in secs]))}
-        if key != "dae":
+        if m.own_masks:
             rows.append({"key": key, "label": m.label, "group": key, "oracle": False, "twins": [],
                          "folder": str(pred_dir)})
         if not m.reconstruction:
             continue
         maps = {c.case_id: C.anomaly_map(pred_dir, c, ending) for c in test}
         hv = None
-        if key == "dae":
-            hdir = s.work / "predictions" / "dae_healthy_heldout"
+        if m.healthy_rules:
+            hdir = s.work / "predictions" / f"{key}_healthy_heldout"
             C.predict(s, key, folder, C.link_inputs(images_tr, healthy_ids, n_ch, ending, s.work / "inputs_healthy"),
                       hdir)
             hv = C.healthy_values({c.case_id: C.anomaly_map(hdir, c, ending) for c in healthy})
-        learned = C.learned_taus(pred_dir, test_ids) if key != "dae" else None
-        r, curve = C.threshold_rows(key, m.label if key != "dae" else "DAE", maps, hv, test, thresholds_root, ending,
+        learned = C.learned_taus(pred_dir, test_ids) if m.own_masks else None
+        r, curve = C.threshold_rows(key, m.label, maps, hv, test, thresholds_root, ending,
                                     learned=learned)
         rows += r
         curves.append(curve)

@@ -1,8 +1,8 @@
-"""The measured parts of :mod:`blogrr_nnu.benchmarks.gpu_check`; each returns tables, notes and raw results.
+"""The measured parts of :mod:`blogrr_nnu.benchmarks.speed.gpu_check`; each returns tables, notes and raw results.
 
 Each part reuses the benchmark commands' pieces: the interleaved lower-loop timing against nnU-Net's stock
-``train_step`` (:mod:`~blogrr_nnu.benchmarks.training`), the sliding-window comparison against
-``nnUNetPredictor`` (:mod:`~blogrr_nnu.benchmarks.prediction`), the trainers' own epoch loop and the
+``train_step`` (:mod:`~blogrr_nnu.benchmarks.speed.training`), the sliding-window comparison against
+``nnUNetPredictor`` (:mod:`~blogrr_nnu.benchmarks.speed.prediction`), the trainers' own epoch loop and the
 predictor's :meth:`~blogrr_nnu.inference.predictor.BlogrrPredictor.predict_preprocessed`.
 """
 from __future__ import annotations
@@ -160,7 +160,7 @@ def dtype_name(dtype: torch.dtype) -> str:
 def part_iteration(dataset: str, configuration: str, fold: str, device: torch.device, sizes: Sizes,
                    target_gb: float, estimate_gb: float) -> dict:
     """Interleaved seconds per iteration, ours vs stock; peak allocated memory of each; the batch share; precision."""
-    from blogrr_nnu.benchmarks.training import build_ours, build_stock, interleave, ours_steps, stock_steps
+    from blogrr_nnu.benchmarks.speed.training import build_ours, build_stock, interleave, ours_steps, stock_steps
     from blogrr_nnu.trainers.upper_loop import unwrap
 
     mem = Memory(device)
@@ -227,7 +227,7 @@ CPU_LABELS = {"ours, patch tiles, fp16 autocast": "ours, patch tiles, autocast (
 def part_prediction(dataset: str, configuration: str, device: torch.device, sizes: Sizes, folder: Path,
                     spacing: float) -> dict:
     """Seconds per case of each method on the first cases of the configuration (same seeded untrained network)."""
-    from blogrr_nnu.benchmarks.prediction import _diff, task_window
+    from blogrr_nnu.benchmarks.speed.prediction import _diff, task_window
 
     ids = sorted(p.stem for p in folder.glob("*.pkl"))[:sizes.pred_cases]
     res = {}

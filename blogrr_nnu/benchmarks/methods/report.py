@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from blogrr_nnu.benchmarks.common import _plain, render_tables, table
-from blogrr_nnu.benchmarks.thresholds import wilcoxon_p
+from blogrr_nnu.benchmarks.methods.thresholds import wilcoxon_p
 from blogrr_nnu.image_io import atomic_write
 
 BEGIN, END = "<!-- blogrr_benchmark:begin -->", "<!-- blogrr_benchmark:end -->"

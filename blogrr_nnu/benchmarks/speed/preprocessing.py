@@ -1,4 +1,4 @@
-"""``python -m blogrr_nnu.benchmarks.preprocessing``: seconds per case and peak memory of each preprocessing stage.
+"""``python -m blogrr_nnu.benchmarks.speed.preprocessing``: seconds per case and peak memory of each preprocessing stage.
 
 Stages, each in its own fresh child process (see :mod:`blogrr_nnu.benchmarks.common`):
 
@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         "statistics), (c) preprocessing into an isotropic configuration per --spacings. Each stage runs in its "
         "own fresh process; a process that only does the same imports gives the memory baseline. Nothing is "
         "written beside the dataset (a temporary folder is used and removed). Prints Markdown tables.",
-        epilog="example:\n  python -m blogrr_nnu.benchmarks.preprocessing -d 501 -n 3 --spacings 2 1 -o prep.json",
+        epilog="example:\n  python -m blogrr_nnu.benchmarks.speed.preprocessing -d 501 -n 3 --spacings 2 1 -o prep.json",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-d", "--dataset", required=True, help="raw dataset id, folder name or name (in BLOGRR_raw)")
     parser.add_argument("-n", "--num_cases", type=int, default=3,

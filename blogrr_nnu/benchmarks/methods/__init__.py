@@ -1,0 +1,1 @@
+"""The method comparison behind ``blogrr_benchmark`` (docs/benchmark.md)."""
