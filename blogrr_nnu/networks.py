@@ -14,6 +14,7 @@ plans) with as many output channels as input channels and no deep supervision. T
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -84,9 +85,19 @@ class ThresholdNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool3d(1) if dim == 3 else nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(cin, 1)
         self.tau_max = float(tau_max)
-        nn.init.zeros_(self.head.weight)
-        p = tau_init / tau_max
-        nn.init.constant_(self.head.bias, float(torch.log(torch.tensor(p / (1 - p)))))
+        self.set_constant(tau_init)
+
+    @torch.no_grad()
+    def set_constant(self, tau: float) -> None:
+        """Make T give ``tau`` for every input: zero head weights, bias at ``logit(tau / tau_max)``.
+
+        The encoder gets no gradient while the head is zero; the reference loop's start (and tests) use it.
+        """
+        if not 0 < tau < self.tau_max:
+            raise ValueError(f"tau must lie in (0, tau_max={self.tau_max}), got {tau}")
+        self.head.weight.zero_()
+        p = tau / self.tau_max
+        self.head.bias.fill_(math.log(p / (1 - p)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, *spatial)`` -> ``(B,)`` thresholds."""

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
 
@@ -40,10 +39,7 @@ def _zero_reconstruction_checkpoint(plans: dict, n_ch: int, threshold: dict | No
 def _threshold_weights(plans: dict, n_ch: int, tau: float) -> dict:
     """A threshold network whose output is exactly ``tau`` for every input (zero head weights, set bias)."""
     t = build_threshold_network(plans["configurations"][CONFIG]["blogrr"], n_ch, 3, "image+anomaly")
-    with torch.no_grad():
-        t.head.weight.zero_()
-        p = tau / t.tau_max
-        t.head.bias.fill_(math.log(p / (1 - p)))
+    t.set_constant(tau)
     return {"threshold_weights": t.state_dict(), "tau_initialised": True}
 
 

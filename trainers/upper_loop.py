@@ -17,7 +17,6 @@ After either, :func:`refresh_healthy_taus` updates the taus the next lower loop 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -183,10 +182,7 @@ class ReferenceUpperLoop(UpperLoop):
                 starts.append(float(torch.quantile(inside.float(), 1 - frac)))
         t = unwrap(self.tr.threshold_network)
         tau0 = float(np.clip(np.median(starts) if starts else 0.05 * t.tau_max, 1e-3 * t.tau_max, 0.999 * t.tau_max))
-        with torch.no_grad():
-            t.head.weight.zero_()
-            p = tau0 / t.tau_max
-            t.head.bias.fill_(math.log(p / (1 - p)))
+        t.set_constant(tau0)
         self.tr.tau_initialised = True
 
     def run(self, epoch):
