@@ -114,6 +114,10 @@ class ThresholdMode:
         with torch.no_grad():
             return self.tau(net, self.inputs(data, brain, amap).to(device), brain.to(device)).float().cpu()
 
+    def constant(self, value: float, amap: torch.Tensor) -> torch.Tensor:
+        """A fixed threshold in this mode's shape for a ``(1, Z, X, Y)`` map: ``(Z,)`` per slice, else ``(1,)``."""
+        return torch.full((amap.shape[1] if self.per_slice else 1,), float(value))
+
     def shaped(self, tau: torch.Tensor) -> torch.Tensor:
         """tau broadcastable against a ``(1, Z, X, Y)`` map: ``(1, Z, 1, 1)`` per slice, else ``(1, 1, 1, 1)``."""
         if not self.per_slice and tau.numel() != 1:

@@ -52,15 +52,13 @@ class ReconstructionStrategy(Strategy):
             predictor.threshold_network.load_state_dict(member["threshold_weights"])
         out = predictor.predict_sliding_window_return_logits(case.data)
         amap = anomaly_from_reconstruction(case, out, predictor.blogrr)
-        mode = predictor.threshold_mode
-        per_slice = mode.per_slice
+        mode = predictor.threshold_mode  # what a case's tau is, and its shape (blogrr_nnu.threshold_modes)
         if predictor.fixed_threshold is not None:
-            tau = torch.full((amap.shape[1] if per_slice else 1,), float(predictor.fixed_threshold))
+            tau = mode.constant(predictor.fixed_threshold, amap)
         else:
             tau = mode.case_tau(predictor.threshold_network, case.data, case.brain, amap, predictor.device)
-        shaped = tau.view(1, -1, 1, 1) if per_slice else tau.reshape(1, 1, 1, 1)
         k = float(predictor.blogrr.sigmoid_steepness)
-        return amap, torch.sigmoid(k * (amap - shaped)) * case.brain, tau
+        return amap, torch.sigmoid(k * (amap - mode.shaped(tau))) * case.brain, tau
 
     def threshold_source(self, predictor) -> str:
         if predictor.fixed_threshold is not None:

@@ -52,3 +52,15 @@ def test_prediction_refuses_a_run_whose_plans_lack_the_block():
     p = BlogrrPredictor(device=torch.device("cpu"), fixed_threshold=1.0, allow_tqdm=False)
     with pytest.raises(ModelFolderError, match="configuration 3d_cpu: 'blogrr' block: missing"):
         p.initialize_from_checkpoints(plans, "3d_cpu", dj, [{"network_weights": {}}], "DAETrainer")
+
+
+def test_a_fixed_threshold_takes_the_modes_shape():
+    from blogrr_nnu.threshold_modes import ThresholdMode
+
+    amap = torch.zeros(1, 5, 4, 4)
+    slices = ThresholdMode.create("reference", 2, BLOCK)
+    per_case = ThresholdMode.create("reference", 2, BLOCK, per_case_2d=True)
+    assert slices.constant(1.5, amap).tolist() == [1.5] * 5 and slices.shaped(slices.constant(1.5, amap)).shape == (1, 5, 1, 1)
+    assert per_case.constant(1.5, amap).tolist() == [1.5] and per_case.shaped(torch.tensor([1.5])).shape == (1, 1, 1, 1)
+    with pytest.raises(ValueError, match="one tau per case"):
+        per_case.shaped(torch.ones(5))
