@@ -174,6 +174,44 @@ def report_size_threshold(amap, brain, region, size_mm, spacing, *, iterations: 
     return float(vals[lo])
 
 
+# A report's diameters as a volume: ABC/3 (the product of the three diameters over 3), the estimate published for
+# irregular lesions (Huttner et al., Stroke 2006: ABC/2, the ellipsoid, overestimates irregular haemorrhages). A
+# label-free rule, not fitted here; blogrr_threshold_targets compares it with the diameter target.
+REPORT_VOLUME_FACTOR = 1.0 / 3.0
+
+
+def report_volume_threshold(amap, brain, size_mm, spacing, *, factor: float = REPORT_VOLUME_FACTOR) -> float | None:
+    """Threshold at which the flagged in-brain volume equals the volume the report's diameters state (ABC/3).
+
+    Unlike :func:`report_size_threshold` it counts every flagged voxel (not the component in the report's region):
+    the threshold is the in-brain value with that many voxels above it, so it needs no search.
+
+    Args:
+        amap, brain: arrays of one shape; size_mm: the report's 1-3 diameters; spacing: voxel size (mm) per axis.
+        factor: volume = factor x d1 x d2 x d3.
+
+    Returns:
+        The threshold, or ``None`` (no size, or a volume outside :data:`SIZE_SEARCH_QUANTILES` of the brain).
+
+    Example:
+        >>> a = np.arange(1000.0).reshape(10, 10, 10)  # 27 voxels lie above 972
+        >>> report_volume_threshold(a, np.ones_like(a), [3.0, 3.0, 3.0], (1.0, 1.0, 1.0), factor=1.0)
+        972.0
+        >>> report_volume_threshold(a, np.ones_like(a), [6.0, 6.0, 6.0], (1.0, 1.0, 1.0), factor=1.0) is None  # > 20 %
+        True
+    """
+    d = report_diameters(size_mm)
+    if d is None:
+        return None
+    vals = np.sort(np.asarray(amap, np.float64)[np.asarray(brain) > 0])
+    want = int(round(factor * float(np.prod(d)) / float(np.prod(np.asarray(spacing, np.float64)))))
+    j = vals.size - 1 - want  # vals[j] has `want` values above it (ties aside)
+    lo_q, hi_q = (int(q * (vals.size - 1)) for q in SIZE_SEARCH_QUANTILES)
+    if want < 1 or not lo_q <= j <= hi_q:
+        return None
+    return float(vals[j])
+
+
 def target_threshold(amap, brain, target, source: str, *, size_mm=None, spacing=None) -> float | None:
     """tau_P of one case for a pseudo-label source (module docstring).
 

@@ -154,3 +154,23 @@ def test_target_diagnostic_on_constructed_cases():
     assert rows["report region"]["dice_at_tau_p"] < 0.5 < rows["report size (default)"]["dice_at_tau_p"]
     assert rows["report size (default)"]["rho"] > 0.8
     assert result["best_global_dice"] <= result["oracle_dice"] + 1e-12
+
+
+def test_report_volume_threshold_flags_the_stated_volume():
+    from blogrr_nnu.tau import report_volume_threshold
+
+    rng = np.random.default_rng(3)
+    amap = rng.uniform(0.0, 1.0, (40, 40, 40))
+    amap[10:22, 10:19, 10:16] += 2.0  # a 12 x 9 x 6 voxel lesion, 648 voxels, brighter than everything else
+    brain = np.ones(amap.shape, bool)
+    spacing = (2.0, 2.0, 2.0)
+    # stated 24 x 18 x 12 mm: ABC/3 = 1728 mm^3 = 216 voxels of 8 mm^3 (a third of the box, as for irregular lesions)
+    t = report_volume_threshold(amap, brain, [24.0, 18.0, 12.0], spacing)
+    assert int((amap > t).sum()) == 216 and t > 2.0  # the 216 brightest voxels, all inside the lesion
+    # the whole box (factor 1) flags exactly the lesion
+    t1 = report_volume_threshold(amap, brain, [24.0, 18.0, 12.0], spacing, factor=1.0)
+    assert int((amap > t1).sum()) == 648 and bool(((amap > t1) == (amap > 2.0)).all())
+    # order of the diameters does not matter; no size or a volume beyond 20 % of the brain gives no target
+    assert report_volume_threshold(amap, brain, [12.0, 24.0, 18.0], spacing) == t
+    assert report_volume_threshold(amap, brain, None, spacing) is None
+    assert report_volume_threshold(amap, brain, [80.0, 80.0, 80.0], spacing) is None

@@ -6,7 +6,8 @@ read), on the anomaly maps of a trained reconstruction network:
 - tau*_GT: the exact Dice-optimal threshold against the label;
 - tau*_P for each target: the report region (Dice-optimal against the atlas regions the report names: what
   the reference's soft Dice pulls towards), the report size (:func:`blogrr_nnu.tau.report_size_threshold`,
-  the default target), the GMM and the fused pseudo-label (Dice-optimal against each);
+  the default target), the report's volume (:func:`blogrr_nnu.tau.report_volume_threshold`, a candidate the
+  trainer does not use), the GMM and the fused pseudo-label (Dice-optimal against each);
 - Spearman rho(tau*_P, tau*_GT) over cases and the Dice against the label of thresholding at tau*_P;
 - what the default threshold network learns from each target when fitted with the trainer's fit
   (:func:`blogrr_nnu.tau.fit_threshold_regression`, its default steps and optimiser, from a fresh start rather than
@@ -25,7 +26,8 @@ import torch
 from scipy.stats import spearmanr
 
 from blogrr_nnu.networks import MapStatsThresholdNet, build_reconstruction_network
-from blogrr_nnu.tau import dice_optimal_threshold, fit_threshold_regression, map_features, target_threshold
+from blogrr_nnu.tau import (dice_optimal_threshold, fit_threshold_regression, map_features, report_volume_threshold,
+                            target_threshold)
 from blogrr_nnu.cases import case_anomaly_map, load_whole_case
 from blogrr_nnu.checkpoint import load_checkpoint
 from blogrr_nnu.splits import case_roles, fold_keys, load_or_create_splits
@@ -36,6 +38,7 @@ from blogrr_nnu.metrics import dice as mask_dice
 TARGETS = {
     "report region": ("pseudo_report", "dice"),
     "report size (default)": ("pseudo_report", "size"),
+    "report volume (ABC/3, not used in training)": ("pseudo_report", "volume"),
     "GMM": ("pseudo_gmm", "dice"),
     "fused": ("pseudo_fused", "dice"),
 }
@@ -126,6 +129,8 @@ def diagnose(cases: list[dict]) -> dict:
         for c, a, b in zip(cases, amaps, brains):
             if how == "size":
                 t = target_threshold(a, b, c[channel], "pseudo_report", size_mm=c["size_mm"], spacing=c["spacing"])
+            elif how == "volume":
+                t = report_volume_threshold(a, b, c["size_mm"], c["spacing"])
             else:
                 best = dice_optimal_threshold(a, c[channel] > 0, b)
                 t = None if best is None else best[0]

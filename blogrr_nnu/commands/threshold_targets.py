@@ -25,8 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
         "blogrr_threshold_targets",
         "For every labelled tumour training case of a fold: the Dice-optimal threshold of its anomaly "
         "map against the label (tau*_GT) and the target threshold of each pseudo-label (report region, report size, "
-        "GMM, fused: tau*_P); prints Spearman rho between them, the Dice thresholding at tau*_P gives, and what the "
-        "default threshold network learns from each target in leave-one-out (docs/training.md).",
+        "report volume (ABC/3), GMM, fused: tau*_P); prints Spearman rho between them, the Dice thresholding at "
+        "tau*_P gives, and what the default threshold network learns from each target in leave-one-out "
+        "(docs/training.md).",
         EXAMPLES)
     parser.add_argument("-d", "--dataset", required=True, help="dataset id, folder name or name")
     parser.add_argument("-c", "--configuration", default="3d_cpu", help="configuration (default 3d_cpu)")
