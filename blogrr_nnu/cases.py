@@ -89,14 +89,15 @@ def case_anomaly_map(network, case: WholeCase, patch_size, blogrr: dict, device:
 def anomaly_from_reconstruction(case: WholeCase, rec: torch.Tensor, blogrr: dict) -> torch.Tensor:
     """Anomaly map ``(1, *S)`` of a case from its reconstruction ``(C, *S)`` (smoothing from the plans)."""
     dims = case.data.ndim - 1
-    return A.anomaly_map(case.data[None], rec[None], case.brain[None], _sigma(blogrr, dims), _radius(blogrr, dims))[0]
+    b = BlogrrBlock.from_dict(blogrr)
+    return A.anomaly_map(case.data[None], rec[None], case.brain[None], _sigma(b, dims), _radius(b, dims))[0]
 
 
-def _sigma(blogrr: dict, dims: int) -> list[float]:
-    s = list(BlogrrBlock.from_dict(blogrr).anomaly_sigma_voxels)
+def _sigma(blogrr: BlogrrBlock, dims: int) -> list[float]:
+    s = list(blogrr.anomaly_sigma_voxels)
     return s if len(s) == dims else [s[0]] * (dims - len(s)) + s  # 2D configs: smooth slice-wise only
 
 
-def _radius(blogrr: dict, dims: int) -> list[int]:
-    r = list(BlogrrBlock.from_dict(blogrr).anomaly_kernel_radius_voxels)
+def _radius(blogrr: BlogrrBlock, dims: int) -> list[int]:
+    r = list(blogrr.anomaly_kernel_radius_voxels)
     return r if len(r) == dims else [0] * (dims - len(r)) + r

@@ -34,7 +34,6 @@ from nnunetv2.training.data_augmentation.compute_initial_patch_size import get_p
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-from torch import distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
@@ -64,13 +63,6 @@ def default_schedule(blogrr) -> tuple[int, int]:
 def unwrap(module):
     """The module inside a DDP wrapper (or the module itself)."""
     return module.module if isinstance(module, DDP) else module
-
-
-def world_info() -> tuple[int, int]:
-    """(rank, world size) of the current process group, (0, 1) without one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 class BaseTrainer(nnUNetTrainer):

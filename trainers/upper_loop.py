@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from blogrr_nnu import anomaly as A
 from blogrr_nnu.tau import fit_threshold_regression, map_features, target_threshold
+from blogrr_nnu.trainers.base_trainer import unwrap
 from blogrr_nnu.threshold_modes import resize_mask, slice_mean_tau
 
 logger = logging.getLogger(__name__)
@@ -33,11 +33,6 @@ logger = logging.getLogger(__name__)
 # Each epoch refreshes the taus of this fraction of healthy training cases (round robin; all of them the first
 # time): the pass costs one whole-case reconstruction per case, and one case's tau hardly moves between epochs.
 HEALTHY_TAU_REFRESH_FRACTION = 0.25
-
-
-def unwrap(module):
-    """The module inside a DDP wrapper (or the module itself)."""
-    return module.module if isinstance(module, DDP) else module
 
 
 def broadcast_module(module: torch.nn.Module) -> None:

@@ -161,7 +161,7 @@ def part_iteration(dataset: str, configuration: str, fold: str, device: torch.de
                    target_gb: float, estimate_gb: float) -> dict:
     """Interleaved seconds per iteration, ours vs stock; peak allocated memory of each; the batch share; precision."""
     from blogrr_nnu.benchmarks.speed.training import build_ours, build_stock, interleave, ours_steps, stock_steps
-    from blogrr_nnu.trainers.upper_loop import unwrap
+    from blogrr_nnu.trainers.base_trainer import unwrap
 
     mem = Memory(device)
     base = mem.allocated()  # each side's memory: what it allocates beyond what exists before it is built
