@@ -4,9 +4,11 @@ The reconstruction network is nnU-Net's (dynamic-network-architectures ``PlainCo
 plans) with as many output channels as input channels and no deep supervision. Threshold networks
 (``THRESHOLD_MODELS``):
 
-- ``"stats"`` (default), :class:`MapStatsThresholdNet`: log tau from a few log quantiles of the case's
-  anomaly map (:mod:`blogrr_nnu.tau`). It sees the map's *level*, which is what sets a case's best
-  threshold, and with four parameters it can be fitted to ~20 cases without overfitting.
+- ``"contrast"`` (default) and ``"stats"``, :class:`MapStatsThresholdNet` on features of the case's anomaly map
+  (:mod:`blogrr_nnu.tau`): ``contrast`` sees the case's half-contrast threshold (half-way between the map's
+  background and its brightest lesion), ``stats`` three log quantiles of the map. Both see the map's *level*,
+  which is what sets a case's best threshold, and with two or four parameters they can be fitted to ~20 cases
+  without overfitting (``MAP_THRESHOLD_MODELS``).
 - ``"reference"``, :class:`ThresholdNet`: the reference's design, a compact residual CNN (ResNet-18-like:
   residual basic blocks, stride-2 stages, global average pooling, linear head, sigmoid) in 2D or 3D, written
   here because the reference's torchvision ResNet-18 is 2D only and torchvision cannot be imported beside the
@@ -149,7 +151,9 @@ class MapStatsThresholdNet(nn.Module):
         return torch.exp(self.log_tau(features))
 
 
-THRESHOLD_MODELS = ("stats", "reference")
+THRESHOLD_MODELS = ("contrast", "stats", "reference")
+#: threshold models that are a :class:`MapStatsThresholdNet` on map features (fitted by regression, one tau per case)
+MAP_THRESHOLD_MODELS = ("contrast", "stats")
 
 
 def build_threshold_network(blogrr: dict, num_channels: int, dim: int, threshold_input: str,
@@ -161,14 +165,14 @@ def build_threshold_network(blogrr: dict, num_channels: int, dim: int, threshold
         num_channels: image channels.
         dim: 2 or 3.
         threshold_input: ``"image"`` or ``"image+anomaly"`` (one more input channel; reference model only).
-        model: ``"stats"`` (:class:`MapStatsThresholdNet`) or ``"reference"`` (:class:`ThresholdNet`).
+        model: ``"contrast"`` or ``"stats"`` (:class:`MapStatsThresholdNet`) or ``"reference"`` (:class:`ThresholdNet`).
     """
     if model not in THRESHOLD_MODELS:
         raise ValueError(f"threshold model must be one of {', '.join(THRESHOLD_MODELS)}, got {model!r}")
-    if model == "stats":
-        from blogrr_nnu.tau import FEATURE_QUANTILES
+    if model in MAP_THRESHOLD_MODELS:
+        from blogrr_nnu.tau import CASE_FEATURES
 
-        return MapStatsThresholdNet(len(FEATURE_QUANTILES))
+        return MapStatsThresholdNet(CASE_FEATURES[model][1])
     if threshold_input not in ("image", "image+anomaly"):
         raise ValueError(f"threshold_input must be 'image' or 'image+anomaly', got {threshold_input!r}")
     t_in = num_channels + (1 if threshold_input == "image+anomaly" else 0)

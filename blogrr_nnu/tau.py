@@ -1,10 +1,12 @@
-"""Per-case thresholds: what the map-statistics threshold network sees, what it is trained towards, how it is fitted.
+"""Per-case thresholds: what the map threshold networks see, what they are trained towards, how they are fitted.
 
 BLOGRR's threshold network T gives every case its own tau on its anomaly map A. Measured on the demo
 (docs/training.md, ``blogrr_threshold_targets``): the best threshold of a case moves with the *level* of its
-map, above all with how bright the lesion's errors are against the background, and one global threshold
-misses that. So the default T (:class:`~blogrr_nnu.networks.MapStatsThresholdNet`) sees a few in-brain
-quantiles of A on a log scale (:func:`map_features`) and is fitted, once per upper loop, to a per-case
+map, above all with how bright the lesion's errors are against the background (a bright lesion's errors spill
+into the tissue around it, so its labelled edge lies higher), and one global threshold misses that. So a map T
+(:class:`~blogrr_nnu.networks.MapStatsThresholdNet`) sees the case's map on a log scale -- the default
+``contrast`` T its half-contrast threshold (:func:`half_contrast_threshold`, :func:`contrast_features`), the
+``stats`` T three in-brain quantiles (:func:`map_features`) -- and is fitted, once per upper loop, to a per-case
 target threshold tau_P read off the case's pseudo-label (:func:`target_threshold`):
 
 - **report target** (``pseudo_report``): the report's stated *size*. The lesion is the connected part of
@@ -58,6 +60,77 @@ def map_features(amap: torch.Tensor | np.ndarray, brain: torch.Tensor | np.ndarr
         return torch.full((len(quantiles),), math.log(_LOG_FLOOR))
     q = np.quantile(v, quantiles)
     return torch.from_numpy(np.log(np.maximum(q, _LOG_FLOOR))).float()
+
+
+# Where between the background level and the lesion's level a lesion's edge lies on the anomaly map: half-way, as the
+# 50 % isocontour of a symmetric blur (the convention of fixed-fraction thresholds in PET, e.g. 50 % of the contrast).
+# A label-free constant; T (contrast model) then scales the resulting threshold by what the reports' sizes say.
+HALF_CONTRAST = 0.5
+
+
+def half_contrast_threshold(amap, brain, *, fraction: float = HALF_CONTRAST, max_iterations: int = 50,
+                            tol: float = 1e-4) -> float:
+    """A case's own threshold half-way between its background and its brightest lesion (a fixed point).
+
+    With ``B`` the median of the in-brain map (the background: a lesion covers a few percent of the brain) and
+    ``L(t)`` the mean of the largest connected component of ``(A > t) & brain``, iterate
+    ``t <- B + fraction (L(t) - B)`` until it moves less than ``tol``, starting from the same fraction of the peak
+    (``L`` = the maximum, the classic fixed-fraction-of-maximum rule); on the demo's training maps the fixed point
+    was the same from every start tried (the in-brain 99th, 99.9th, 99.99th percentile, half the maximum). It follows each
+    lesion's own contrast: a bright lesion's errors spill further into the tissue around it, and its edge (the
+    label's) lies at a higher threshold, which the map's global quantiles do not tell apart from a large lesion.
+
+    Args:
+        amap, brain: arrays of one shape (``(1, *S)`` or ``(*S)``).
+        fraction: position of the edge between background (0) and lesion level (1).
+
+    Returns:
+        The threshold (the start value when nothing lies above it, as on a flat map; a small positive floor
+            when the brain is empty).
+
+    Example:
+        >>> a = np.zeros((20, 20, 20)); a[5:10, 5:10, 5:10] = 4.0; a[a == 0] = 1.0
+        >>> half_contrast_threshold(a, np.ones_like(a))  # background 1, lesion 4: half-way
+        2.5
+    """
+    a = np.asarray(amap, np.float64)
+    b = np.asarray(brain) > 0
+    if a.shape != b.shape:
+        raise ValueError(f"amap and brain must share one shape, got {a.shape}, {b.shape}")
+    v = a[b]
+    if v.size == 0:
+        return _LOG_FLOOR
+    background = float(np.median(v))
+    t = background + fraction * (float(v.max()) - background)
+    for _ in range(int(max_iterations)):
+        lab, n = ndimage.label((a > t) & b)
+        if n == 0:
+            break
+        sizes = np.bincount(lab.ravel())
+        sizes[0] = 0
+        level = float(a[lab == int(np.argmax(sizes))].mean())
+        new = background + fraction * (level - background)
+        if abs(new - t) < tol:
+            t = new
+            break
+        t = new
+    return max(t, _LOG_FLOOR)
+
+
+def contrast_features(amap: torch.Tensor | np.ndarray, brain: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """What the contrast T sees: ``(1,)`` float32, the log of :func:`half_contrast_threshold`."""
+    a = torch.as_tensor(amap).detach().cpu().numpy()
+    b = torch.as_tensor(brain).detach().cpu().numpy()
+    return torch.tensor([math.log(half_contrast_threshold(a, b))], dtype=torch.float32)
+
+
+#: T's inputs per map model (:data:`blogrr_nnu.networks.MAP_THRESHOLD_MODELS`): a function of (amap, brain) and its length
+CASE_FEATURES = {"contrast": (contrast_features, 1), "stats": (map_features, len(FEATURE_QUANTILES))}
+
+
+def case_features(model: str, amap, brain) -> torch.Tensor:
+    """T's input vector of one case for a map model (``"contrast"`` or ``"stats"``)."""
+    return CASE_FEATURES[model][0](amap, brain)
 
 
 def dice_optimal_threshold(amap, target, brain) -> tuple[float, float] | None:

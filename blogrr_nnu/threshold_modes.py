@@ -4,7 +4,8 @@ A :class:`ThresholdMode` is fixed by the threshold model and the configuration:
 
 | model | configuration | T sees | tau |
 |---|---|---|---|
-| ``stats`` (default) | any | log quantiles of the case's anomaly map (:func:`blogrr_nnu.tau.map_features`) | one per case |
+| ``contrast`` (default) | any | the log half-contrast threshold of the case's anomaly map (:func:`blogrr_nnu.tau.contrast_features`) | one per case |
+| ``stats`` | any | log quantiles of the case's anomaly map (:func:`blogrr_nnu.tau.map_features`) | one per case |
 | ``reference`` | 3D | the whole case (image, optionally + anomaly map) resampled to ``threshold_net.input_size`` | one per case |
 | ``reference`` | 2D | every axial slice, resampled | one per slice (the reference), or their mean over brain slices (``per_case_2d``) |
 
@@ -19,7 +20,7 @@ import torch
 
 from blogrr_nnu import anomaly as A
 from blogrr_nnu.plans_block import BlogrrBlock
-from blogrr_nnu.tau import map_features
+from blogrr_nnu.tau import CASE_FEATURES, case_features
 
 
 def threshold_input(data: torch.Tensor, amap: torch.Tensor | None, size, per_slice: bool) -> torch.Tensor:
@@ -69,7 +70,7 @@ class ThresholdMode:
     """What T sees of a case and what tau it gives (module docstring).
 
     Attributes:
-        model: ``"stats"`` or ``"reference"``.
+        model: ``"contrast"``, ``"stats"`` or ``"reference"``.
         threshold_input: ``"image"`` or ``"image+anomaly"`` (reference model).
         input_size: the plans' ``threshold_net.input_size`` (reference model).
         t_slices: the reference model on a 2D configuration: T sees axial slices.
@@ -96,8 +97,8 @@ class ThresholdMode:
         Args:
             data: ``(C, *S)`` image; brain: ``(1, *S)``; amap: ``(1, *S)`` its anomaly map.
         """
-        if self.model == "stats":
-            return map_features(amap, brain)[None]
+        if self.model in CASE_FEATURES:
+            return case_features(self.model, amap, brain)[None]
         return threshold_input(data, amap if self.threshold_input == "image+anomaly" else None, self.input_size,
                                self.t_slices)
 

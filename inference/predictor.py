@@ -131,7 +131,7 @@ class BlogrrPredictor(nnUNetPredictor):
         self.whole_case_max_factor = 2.0
         self.threshold_input = "image+anomaly"
         self.threshold_per_case = True
-        self.threshold_model = "stats"
+        self.threshold_model = "contrast"
         self.threshold_mode: ThresholdMode | None = None
         # fp32 windows by default (the anomaly map is a small difference of large numbers); True runs them under fp16
         # autocast on CUDA as nnU-Net's predictor does (scripts/gpu_check.sh measures both: docs/performance.md)

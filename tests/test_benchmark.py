@@ -93,7 +93,7 @@ def _rows(md):
 def test_quick_table_equals_blogrr_evaluate_on_the_same_masks(quick_run, tmp_path):
     root, md, _ = quick_run
     rows = _rows(md)
-    expected = {"blogrr", "blogrr_gmm", "blogrr_fused", "blogrr_reference", "dae_sb_p99", "dae_sb_p95", "dae_sb_fpr1",
+    expected = {"blogrr", "blogrr_gmm", "blogrr_fused", "blogrr_stats", "blogrr_reference", "dae_sb_p99", "dae_sb_p95", "dae_sb_fpr1",
                 "dae_sb_fpr5", "dae_ub", "dae_oracle_case", "blogrr_oracle_case", "blogrr_reference_oracle_case", "cgc",
                 "cgc_fused", "supervised", "supervised_10x", "gmm", "intensity_flair_ub", "intensity_flair_oracle_case",
                 "intensity_flair_sb_p99"}

@@ -7,8 +7,10 @@ import torch
 from scipy import ndimage
 
 from blogrr_nnu.networks import MapStatsThresholdNet
-from blogrr_nnu.tau import (dice_optimal_threshold, fit_threshold_regression, map_features, report_diameters,
-                            report_size_threshold, target_threshold)
+from blogrr_nnu.tau import (case_features, dice_optimal_threshold, fit_threshold_regression, half_contrast_threshold,
+                            map_features, report_diameters, report_size_threshold, target_threshold)
+
+MAP_MODELS = ("contrast", "stats")
 
 
 def _dice(pred, ref):
@@ -73,7 +75,27 @@ def test_map_features_are_log_quantiles_inside_the_brain():
     np.testing.assert_allclose(f.numpy(), np.log(np.quantile(inside, [0.9, 0.999, 1.0])), rtol=1e-5)
 
 
-def test_default_threshold_network_learns_each_cases_own_threshold():
+def test_half_contrast_threshold_is_half_way_between_background_and_lesion():
+    """The fixed point lies half-way (``fraction``) between the in-brain median and the mean of the largest component
+    above it, whatever smaller, fainter blobs there are; voxels outside the brain do not count."""
+    a = np.full((30, 30, 30), 0.5)
+    a[10:16, 10:16, 10:16] = 2.5
+    a[20:22, 20:22, 20:22] = 1.6  # a smaller, fainter blob: not the largest component
+    brain = np.ones_like(a, bool)
+    assert half_contrast_threshold(a, brain) == pytest.approx(0.5 + 0.5 * (2.5 - 0.5))
+    assert half_contrast_threshold(a, brain, fraction=0.25) == pytest.approx(0.5 + 0.25 * (2.5 - 0.5))
+    a[0, 0, 0] = 99.0  # outside the brain: the start (half the maximum) would otherwise find no component
+    assert half_contrast_threshold(a, a < 99) == pytest.approx(1.5)
+    # smoothed lesions: a brighter lesion of the same size gets a higher threshold, as its own optimum does
+    faint, bright = (_lesion_case(amp, 6.0, seed=3) for amp in (1.2, 2.4))
+    t_faint, t_bright = (half_contrast_threshold(x, b) for x, b, _ in (faint, bright))
+    best_faint, best_bright = (dice_optimal_threshold(x, les, b)[0] for x, b, les in (faint, bright))
+    assert best_bright > best_faint + 0.3 and t_bright > t_faint + 0.3
+    assert half_contrast_threshold(np.zeros((4, 4, 4)), np.zeros((4, 4, 4), bool)) > 0  # no brain: a positive floor
+
+
+@pytest.mark.parametrize("model", MAP_MODELS)
+def test_default_threshold_network_learns_each_cases_own_threshold(model):
     """Two cases on one map scale whose best thresholds differ (bright vs faint lesion): at the default fit
     settings T gives each its own tau. The bound: each case's Dice at its learned tau is within 0.02 of its
     best Dice (the curve is flat near the optimum, so a bound on tau itself would be arbitrary), and the
@@ -82,7 +104,7 @@ def test_default_threshold_network_learns_each_cases_own_threshold():
     from blogrr_nnu.trainers.upper_loop import StatsUpperLoop
 
     cases = [_lesion_case(2.4, 6.0, seed=1), _lesion_case(0.9, 6.0, centre=(18, 22, 20), seed=2)]
-    feats = torch.stack([map_features(torch.from_numpy(a), torch.from_numpy(b)) for a, b, _ in cases])
+    feats = torch.stack([case_features(model, torch.from_numpy(a), torch.from_numpy(b)) for a, b, _ in cases])
     optima = [dice_optimal_threshold(a, les, b) for a, b, les in cases]
     taus_star = torch.tensor([o[0] for o in optima])
     assert taus_star[0] > taus_star[1] + 0.3  # the construction does what it says
@@ -110,7 +132,8 @@ def test_target_threshold_by_source():
     assert abs(size - gmm) < 0.35 * gmm
 
 
-def test_default_fit_generalises_to_a_case_it_has_not_seen():
+@pytest.mark.parametrize("model", MAP_MODELS)
+def test_default_fit_generalises_to_a_case_it_has_not_seen(model):
     """Fitted on six cases of different lesion brightness and size, T's tau for a seventh (brightness and size in
     between, another place) lies where that case's Dice is within 0.03 of its best: T learned the relation between
     the map's statistics and the threshold, not the six answers."""
@@ -119,14 +142,14 @@ def test_default_fit_generalises_to_a_case_it_has_not_seen():
     train = [_lesion_case(amp, r, seed=s) for amp, r, s in ((0.9, 5.0, 1), (1.4, 7.0, 2), (2.0, 5.0, 3), (2.6, 7.0, 4),
                                                              (1.2, 6.0, 6), (2.3, 6.0, 7))]
     held = _lesion_case(1.7, 6.0, centre=(22, 18, 20), seed=5)
-    feats = torch.stack([map_features(torch.from_numpy(a), torch.from_numpy(b)) for a, b, _ in train])
+    feats = torch.stack([case_features(model, torch.from_numpy(a), torch.from_numpy(b)) for a, b, _ in train])
     taus = torch.tensor([dice_optimal_threshold(a, les, b)[0] for a, b, les in train])
     torch.manual_seed(0)
     net = MapStatsThresholdNet(feats.shape[1])
     fit_threshold_regression(net, StatsUpperLoop.make_optimizer(net), feats, taus, StatsUpperLoop.default_iterations[0])
     a, b, les = held
     with torch.no_grad():
-        t = float(net(map_features(torch.from_numpy(a), torch.from_numpy(b))[None])[0])
+        t = float(net(case_features(model, torch.from_numpy(a), torch.from_numpy(b))[None])[0])
     best_t, best_d = dice_optimal_threshold(a, les, b)
     assert _dice((a > t) & b, les) >= best_d - 0.03, (t, best_t)
     assert float(taus.min()) < t < float(taus.max())

@@ -236,7 +236,7 @@ def test_2d_threshold_per_slice_and_per_case(env):
 
 
 def test_default_upper_loop_gives_each_case_its_own_threshold(env):
-    """The trainer's own upper loop at its default settings (stats T, default steps and learning rate) on two
+    """The trainer's own upper loop at its default settings (contrast T, default steps and learning rate) on two
     constructed cases whose best thresholds differ: T's tau of each case lands where that case's Dice is within
     0.02 of its best (see tests/test_tau.py for why a Dice bound), and the bright case gets the higher tau."""
     from blogrr_nnu.tau import dice_optimal_threshold
@@ -244,7 +244,7 @@ def test_default_upper_loop_gives_each_case_its_own_threshold(env):
     from test_tau import _dice, _lesion_case
 
     tr = build_trainer(DATASET, 0, CONFIG, device="cpu", epochs=1, iters=4, pseudo_label="gmm")  # default upper loop
-    assert tr.threshold_model == "stats" and tr.num_upper_iterations_per_epoch == 300
+    assert tr.threshold_model == "contrast" and tr.num_upper_iterations_per_epoch == 300
     tr.on_train_start()
     built = [_lesion_case(2.4, 6.0, seed=1), _lesion_case(0.9, 6.0, centre=(18, 22, 20), seed=2)]
     cases, maps = [], []
@@ -264,8 +264,8 @@ def test_default_upper_loop_gives_each_case_its_own_threshold(env):
         assert _dice((a > t) & b, les) >= best_d - 0.02, (t, best_t)
     assert taus[0] > taus[1] + 0.3
     # a resumed run must refuse a checkpoint of the other threshold model
-    path = os.path.join(tr.output_folder, "stats.pth")
+    path = os.path.join(tr.output_folder, "contrast.pth")
     tr.save_checkpoint(path)
     other = _trainer(pseudo_label="gmm", threshold_model="reference")
-    with pytest.raises(ValueError, match="threshold network is 'stats'"):
+    with pytest.raises(ValueError, match="threshold network is 'contrast'"):
         other.load_checkpoint(path)

@@ -32,7 +32,8 @@ def variant_class(cls: type, threshold_input: str | None = None, pseudo_label: s
     """The trainer class for a variant; each variant gets its own class name, hence its own run folder.
 
     ``threshold_model="reference"`` -> ``...ReferenceT`` (the reference's CNN threshold network, which then sees
-    the image only, as in the reference, unless ``threshold_input`` says otherwise);
+    the image only, as in the reference, unless ``threshold_input`` says otherwise); ``"stats"`` -> ``...StatsT``
+    (the quantile map T), ``"contrast"`` -> ``...ContrastT`` (only where it is not the class's default);
     ``threshold_input="image"`` -> ``...ImageOnlyT``; ``pseudo_label="gmm"`` / ``"fused"`` -> ``...GMMTarget`` /
     ``...FusedTarget`` (the upper loop's target; ``"report"`` is the default); ``threshold_per_case`` (2D
     configurations) -> ``...PerCaseT``.
@@ -43,7 +44,7 @@ def variant_class(cls: type, threshold_input: str | None = None, pseudo_label: s
     default_input = getattr(cls, "threshold_input", None)
     if threshold_model is not None and threshold_model != getattr(cls, "threshold_model", threshold_model):
         attrs["threshold_model"] = threshold_model
-        name += "ReferenceT" if threshold_model == "reference" else "StatsT"
+        name += {"reference": "ReferenceT", "stats": "StatsT", "contrast": "ContrastT"}[threshold_model]
         if threshold_model == "reference":  # the reference's T sees the image only: that is ReferenceT's default
             default_input = attrs["threshold_input"] = "image"
     if threshold_input is not None and threshold_input != default_input:

@@ -8,11 +8,11 @@ Every outer epoch (:class:`~blogrr_nnu.trainers.base_trainer.BaseTrainer` runs t
    :func:`~blogrr_nnu.trainers.upper_loop.refresh_healthy_taus`) or per slice (2D reference model, on the fly);
    in the first epoch there is no tau yet, which is the reference's "tau = minus infinity" (every error counts).
 2. **upper loop** (T updated, R frozen; :mod:`blogrr_nnu.trainers.upper_loop`): the anomaly map of every
-   tumour training case is computed once with the frozen R; the default map-statistics T is fitted to each
-   case's target threshold read off its pseudo-label (the report's stated size by default), the reference
-   T by soft Dice against the pseudo-label.
+   tumour training case is computed once with the frozen R; a map T (the default contrast T, or the quantile
+   ``stats`` T) is fitted to each case's target threshold read off its pseudo-label (the report's stated size by
+   default), the reference T by soft Dice against the pseudo-label.
 3. **validation** on the held-out fold: as the reconstruction trainer's, with T's tau of each case; the best
-   checkpoint is chosen by T's distance from the validation cases' own targets (stats T) or Dice against the
+   checkpoint is chosen by T's distance from the validation cases' own targets (map T) or Dice against the
    pseudo-label (reference T), never by ground truth.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from blogrr_nnu import anomaly as A
-from blogrr_nnu.networks import THRESHOLD_MODELS, build_threshold_network
+from blogrr_nnu.networks import MAP_THRESHOLD_MODELS, THRESHOLD_MODELS, build_threshold_network
 from blogrr_nnu.threshold_modes import ThresholdMode
 from blogrr_nnu.trainers.base_trainer import unwrap
 from blogrr_nnu.trainers.reconstruction_trainer import ReconstructionTrainer
@@ -39,15 +39,16 @@ class BlogrrTrainer(ReconstructionTrainer):
     Class attributes choose the variant (``blogrr_train`` options make subclasses, :func:`~blogrr_nnu.trainers.api.variant_class`):
 
     Attributes:
-        threshold_model: ``"stats"`` (default: T sees the anomaly map's quantiles and is fitted to per-case
-            target thresholds) or ``"reference"`` (the reference's CNN on the image, soft Dice).
+        threshold_model: ``"contrast"`` (default: T sees the case's half-contrast threshold on its anomaly map and
+            is fitted to per-case target thresholds), ``"stats"`` (the same with three quantiles of the map) or
+            ``"reference"`` (the reference's CNN on the image, soft Dice).
         threshold_input: reference model: ``"image+anomaly"`` (T sees the image and R's anomaly map) or ``"image"``.
         upper_loop_target: seg channel used as pseudo-label P (``"pseudo_report"``).
         threshold_per_case_2d: 2D configurations: one tau per case (T's per-slice outputs averaged over the
             brain slices, trained against the whole case) instead of one per slice (the reference).
     """
 
-    threshold_model = "stats"
+    threshold_model = "contrast"
     threshold_input = "image+anomaly"
     threshold_per_case_2d = False
     use_error_tolerance = True
@@ -78,7 +79,7 @@ class BlogrrTrainer(ReconstructionTrainer):
 
     def wrap_ddp(self, device_ids) -> None:
         super().wrap_ddp(device_ids)
-        if self.threshold_model == "reference":  # the stats fit is full-batch: every rank computes the same step
+        if self.threshold_model == "reference":  # a map T's fit is full-batch: every rank computes the same step
             self.threshold_network = DDP(self.threshold_network, device_ids=device_ids)
 
     def patch_keys(self, folder: Path) -> list[str]:
@@ -90,7 +91,7 @@ class BlogrrTrainer(ReconstructionTrainer):
     def load_training_cases(self, folder: Path) -> None:
         """The tumour training cases the upper loop fits T on (with their pseudo-label as the target)."""
         self.tumor_train = [self.load_case(k) for k in self.keys["tumor_train"]]
-        if self.threshold_model == "stats":
+        if self.threshold_model in MAP_THRESHOLD_MODELS:
             self.upper_loop.check_targets(self.tumor_train)
 
     def case_tau(self, case, amap) -> torch.Tensor:
@@ -133,15 +134,15 @@ class BlogrrTrainer(ReconstructionTrainer):
         return (amap > self.threshold_mode.shaped(tau)) & case.brain, tau
 
     def validate_tau(self, case, amap, tau):
-        if self.threshold_model != "stats":
+        if self.threshold_model not in MAP_THRESHOLD_MODELS:
             return None
         t_p = self.upper_loop.case_target(case, amap)
         return None if t_p is None else abs(math.log(float(tau[0]) / t_p))
 
     def checkpoint_score(self, val: dict) -> float:
-        """For the stats T the median log distance of T's tau from the validation cases' own targets (negated),
+        """For a map T the median log distance of T's tau from the validation cases' own targets (negated),
         else Dice against the pseudo-label (never a ground-truth number)."""
-        if self.threshold_model == "stats":
+        if self.threshold_model in MAP_THRESHOLD_MODELS:
             return -val["val_tau_error"]
         return val["val_pseudo_dice"]
 

@@ -9,7 +9,7 @@ read), on the anomaly maps of a trained reconstruction network:
   the default target), the report's volume (:func:`blogrr_nnu.tau.report_volume_threshold`, a candidate the
   trainer does not use), the GMM and the fused pseudo-label (Dice-optimal against each);
 - Spearman rho(tau*_P, tau*_GT) over cases and the Dice against the label of thresholding at tau*_P;
-- what the default threshold network learns from each target when fitted with the trainer's fit
+- what the default threshold network (the contrast T) learns from each target when fitted with the trainer's fit
   (:func:`blogrr_nnu.tau.fit_threshold_regression`, its default steps and optimiser, from a fresh start rather than
   the previous epoch's weights) on the *other* cases (leave-one-out): its rho against tau*_GT and its Dice on the
   left-out case.
@@ -26,8 +26,8 @@ import torch
 from scipy.stats import spearmanr
 
 from blogrr_nnu.networks import MapStatsThresholdNet, build_reconstruction_network
-from blogrr_nnu.tau import (dice_optimal_threshold, fit_threshold_regression, map_features, report_volume_threshold,
-                            target_threshold)
+from blogrr_nnu.tau import (case_features, contrast_features, dice_optimal_threshold, fit_threshold_regression,
+                            map_features, report_volume_threshold, target_threshold)
 from blogrr_nnu.cases import case_anomaly_map, load_whole_case
 from blogrr_nnu.checkpoint import load_checkpoint
 from blogrr_nnu.splits import case_roles, fold_keys, load_or_create_splits
@@ -115,12 +115,13 @@ def leave_one_out(features: torch.Tensor, targets: np.ndarray, seed: int = 0, hi
     return out
 
 
-def diagnose(cases: list[dict]) -> dict:
-    """The table's numbers (module docstring) and every case's thresholds."""
+def diagnose(cases: list[dict], model: str = "contrast") -> dict:
+    """The table's numbers (module docstring) and every case's thresholds (``model``: the map T whose leave-one-out
+    fit is shown, the trainer's default)."""
     amaps, brains, labels = _arrays(cases)
     gt = [dice_optimal_threshold(a, lab, b) for a, lab, b in zip(amaps, labels, brains)]
     tau_gt = np.array([g[0] if g else np.nan for g in gt])
-    feats = torch.stack([map_features(c["amap"], c["brain"]) for c in cases])
+    feats = torch.stack([case_features(model, c["amap"], c["brain"]) for c in cases])
     per_case = [{"case": c["case"], "tau_gt": float(t), "dice_at_tau_gt": float(g[1]) if g else float("nan")}
                 for c, t, g in zip(cases, tau_gt, gt)]
     rows = []
@@ -157,22 +158,31 @@ def diagnose(cases: list[dict]) -> dict:
             "best_global_tau": best_global, "best_global_dice": float(mean_dice.max())}
 
 
-# candidate inputs of the stats T compared by --feature_study: (in-brain quantiles, hidden units)
-FEATURE_STUDY = [((0.999,), 0), ((1.0,), 0), ((0.99, 0.999, 1.0), 0), ((0.90, 0.999, 1.0), 0), ((0.90, 1.0), 0),
-                 ((0.5, 0.9, 0.99, 0.999, 1.0), 0), ((0.5, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 1.0), 0),
-                 ((0.90, 0.999, 1.0), 16), ((0.5, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 1.0), 16)]
+# candidate inputs of a map T compared by --feature_study: (in-brain quantiles, with the log half-contrast threshold,
+# hidden units); () = no quantile
+FEATURE_STUDY = [((), True, 0), ((0.90, 0.999, 1.0), True, 0), ((0.999,), False, 0), ((1.0,), False, 0),
+                 ((0.99, 0.999, 1.0), False, 0), ((0.90, 0.999, 1.0), False, 0), ((0.90, 1.0), False, 0),
+                 ((0.5, 0.9, 0.99, 0.999, 1.0), False, 0), ((0.5, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 1.0), False, 0),
+                 ((0.90, 0.999, 1.0), False, 16), ((0.5, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 1.0), False, 16)]
+
+
+def _study_features(case: dict, quantiles, contrast: bool) -> torch.Tensor:
+    parts = [contrast_features(case["amap"], case["brain"])] if contrast else []
+    if quantiles:
+        parts.append(map_features(case["amap"], case["brain"], quantiles))
+    return torch.cat(parts)
 
 
 def feature_study(cases: list[dict], result: dict) -> list[dict]:
-    """Leave-one-out Dice vs label of the stats T with each input set of :data:`FEATURE_STUDY`, fitted to the
+    """Leave-one-out Dice vs label of a map T with each input set of :data:`FEATURE_STUDY`, fitted to the
     report-size target and (as a ceiling of the inputs) to tau*_GT itself."""
     amaps, brains, labels = _arrays(cases)
     tau_gt = np.array([p["tau_gt"] for p in result["per_case"]])
     tau_size = np.array([p["tau_p[report size (default)]"] for p in result["per_case"]])
     rows = []
-    for quantiles, hidden in FEATURE_STUDY:
-        feats = torch.stack([map_features(c["amap"], c["brain"], quantiles) for c in cases])
-        row = {"quantiles": list(quantiles), "hidden": hidden}
+    for quantiles, contrast, hidden in FEATURE_STUDY:
+        feats = torch.stack([_study_features(c, quantiles, contrast) for c in cases])
+        row = {"quantiles": list(quantiles), "half_contrast": contrast, "hidden": hidden}
         for name, target in (("report_size", tau_size), ("tau_gt", tau_gt)):
             loo = leave_one_out(feats, target, hidden=hidden)
             row[f"{name}_dice"] = float(np.mean([_dice(a, b, lab, t) for a, b, lab, t in zip(amaps, brains, labels, loo)
@@ -184,10 +194,12 @@ def feature_study(cases: list[dict], result: dict) -> list[dict]:
 
 def feature_markdown(rows: list[dict]) -> str:
     """The --feature_study table."""
-    lines = ["| T's inputs: log in-brain quantiles | hidden units | fitted to report size: Dice (LOO) | rho vs tau*_GT | "
+    lines = ["| T's inputs (log) | hidden units | fitted to report size: Dice (LOO) | rho vs tau*_GT | "
              "fitted to tau*_GT: Dice (LOO) | rho vs tau*_GT |", "|---|---|---|---|---|---|"]
     for r in rows:
-        q = ", ".join("max" if x == 1.0 else f"{100 * x:g} %" for x in r["quantiles"])
+        q = ", ".join((["half-contrast threshold (contrast T)"] if r.get("half_contrast") else [])
+                      + ["max" if x == 1.0 else f"{100 * x:g} % quantile" for x in r["quantiles"]])
+        q += " (stats T)" if r["quantiles"] == [0.9, 0.999, 1.0] and not r.get("half_contrast") and not r["hidden"] else ""
         lines.append(f"| {q} | {r['hidden']} | {r['report_size_dice']:.3f} | {r['report_size_rho']:.2f} | "
                      f"{r['tau_gt_dice']:.3f} | {r['tau_gt_rho']:.2f} |")
     return "\n".join(lines)

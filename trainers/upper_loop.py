@@ -3,10 +3,11 @@
 Both read the tumour training cases of the trainer and its frozen reconstruction network R; each
 upper loop first computes every case's anomaly map once with R (whole-case windows where they fit).
 
-- :class:`StatsUpperLoop` (default): per case, the map's features and the target tau_P of its pseudo-label
+- :class:`StatsUpperLoop` (the map models, ``contrast`` by default and ``stats``): per case, the map's features
+  (:func:`blogrr_nnu.tau.case_features`) and the target tau_P of its pseudo-label
   (:func:`blogrr_nnu.tau.target_threshold`; cases without one are left out), then a full-batch robust
   regression of log tau on the features (:func:`blogrr_nnu.tau.fit_threshold_regression`). A linear model on
-  three features converges in a few hundred Adam steps, which cost well under a second, so every upper loop
+  one to three features converges in a few hundred Adam steps, which cost well under a second, so every upper loop
   fits T to the current maps rather than nudging it.
 - :class:`ReferenceUpperLoop`: the reference's procedure: mini-batches of (resampled) cases or slices, loss
   1 - soft Dice of ``sigmoid(k (A - tau))`` against the pseudo-label, T's learning rate 0.1 x R's.
@@ -24,7 +25,7 @@ import torch
 from torch import distributed as dist
 
 from blogrr_nnu import anomaly as A
-from blogrr_nnu.tau import fit_threshold_regression, map_features, target_threshold
+from blogrr_nnu.tau import case_features, fit_threshold_regression, target_threshold
 from blogrr_nnu.trainers.base_trainer import unwrap
 from blogrr_nnu.threshold_modes import resize_mask, slice_mean_tau
 
@@ -66,7 +67,7 @@ class UpperLoop:
 
 
 class StatsUpperLoop(UpperLoop):
-    """Fit the map-statistics T to every case's target tau_P (module docstring)."""
+    """Fit a map T (``contrast`` or ``stats``) to every case's target tau_P (module docstring)."""
 
     default_iterations = (300, 300)
     learning_rate = 1e-2
@@ -105,7 +106,7 @@ class StatsUpperLoop(UpperLoop):
         for case, amap in zip(self.tr.tumor_train, self.anomaly_maps()):
             t = self.case_target(case, amap)
             if t is not None:
-                feats.append(map_features(amap, case.brain))
+                feats.append(case_features(self.tr.threshold_model, amap, case.brain))
                 targets.append(t)
                 ids.append(case.case_id)
         if not ids:
@@ -224,7 +225,7 @@ class ReferenceUpperLoop(UpperLoop):
         return {"upper_loss": total, "tau_mean": float(np.mean(taus))}
 
 
-UPPER_LOOPS = {"stats": StatsUpperLoop, "reference": ReferenceUpperLoop}
+UPPER_LOOPS = {"contrast": StatsUpperLoop, "stats": StatsUpperLoop, "reference": ReferenceUpperLoop}
 
 
 def refresh_healthy_taus(tr, epoch: int) -> dict[str, float]:

@@ -19,8 +19,9 @@ EXAMPLES = """examples:
   blogrr_benchmark -d 501 --quick                         # a few iterations per training: a smoke test
   blogrr_benchmark -d 501 502 -o docs/benchmark.md        # two datasets (e.g. demo seeds): spread across them
 
-methods: blogrr blogrr_gmm blogrr_fused (BLOGRR with the report / GMM / fused upper-loop target), blogrr_reference
-(BLOGRR with the reference's threshold network on report regions, as published), dae (DAE with
+methods: blogrr blogrr_gmm blogrr_fused (BLOGRR with the report / GMM / fused upper-loop target), blogrr_stats
+(BLOGRR with the quantile threshold network, report target), blogrr_reference (BLOGRR with the reference's
+threshold network on report regions, as published), dae (DAE with
 label-free SB thresholds, the best global UB threshold and per-case oracle thresholds), intensity (FLAIR/T2
 thresholding), gmm (GMM w/ threshold), cgc cgc_fused (CGC on GMM / fused pseudo-labels), supervised (stock
 nnUNetTrainer on the tumour training labels, our step budget), supervised_10x (the same, 10x the steps: the

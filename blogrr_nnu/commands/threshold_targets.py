@@ -15,6 +15,7 @@ EXAMPLES = """examples:
   blogrr_threshold_targets -d 501 -tr BlogrrTrainer    # the maps of a BLOGRR run's reconstruction network
   blogrr_threshold_targets -d 501 -o targets.json
   blogrr_threshold_targets -d 501 --feature_study      # also: which map statistics should T see?
+  blogrr_threshold_targets -d 501 --threshold_model stats   # leave-one-out with the quantile T
 
 Reads only the tumour training cases of the fold that have a label (labelsTrTumor/), never test cases.
 The run must be trained first (e.g. blogrr_train 501 0 -tr dae)."""
@@ -26,16 +27,18 @@ def build_parser() -> argparse.ArgumentParser:
         "For every labelled tumour training case of a fold: the Dice-optimal threshold of its anomaly "
         "map against the label (tau*_GT) and the target threshold of each pseudo-label (report region, report size, "
         "report volume (ABC/3), GMM, fused: tau*_P); prints Spearman rho between them, the Dice thresholding at "
-        "tau*_P gives, and what the default threshold network learns from each target in leave-one-out "
-        "(docs/training.md).",
+        "tau*_P gives, and what a map threshold network (default: the contrast T) learns from each target in "
+        "leave-one-out (docs/training.md).",
         EXAMPLES)
     parser.add_argument("-d", "--dataset", required=True, help="dataset id, folder name or name")
     parser.add_argument("-c", "--configuration", default="3d_cpu", help="configuration (default 3d_cpu)")
     parser.add_argument("-f", "--fold", default="0", help="fold (default 0)")
     parser.add_argument("-tr", "--trainer", default="DAETrainer",
                         help="trainer class of the run whose reconstruction network makes the maps (default DAETrainer)")
+    parser.add_argument("--threshold_model", default="contrast", choices=["contrast", "stats"],
+                        help="the map threshold network fitted in leave-one-out (default contrast, the trainer's default)")
     parser.add_argument("--feature_study", action="store_true",
-                        help="also compare candidate inputs of the stats threshold network (leave-one-out; how its "
+                        help="also compare candidate inputs of a map threshold network (leave-one-out; how the "
                         "default inputs were chosen, docs/training.md)")
     parser.add_argument("-o", "--output", default=None, help="also write the table's numbers and every case as JSON")
     parser.add_argument("--preprocessed", default=None, help="preprocessed root (default $BLOGRR_preprocessed ...)")
@@ -65,14 +68,14 @@ def main(argv: list[str] | None = None) -> int:
             raise FileNotFoundError(f"{run}: no such run; train it first (blogrr_train {pre.name} {args.fold} -c "
                                     f"{args.configuration} -tr dae)")
         cases = case_maps(run, data, pre, args.fold)
-        result = diagnose(cases)
+        result = diagnose(cases, args.threshold_model)
     except (DatasetNotFoundError, ValueError, FileNotFoundError) as exc:
         return fail(PROG, str(exc))
     print(f"{pre.name} {args.configuration} fold {args.fold}, maps of {run.name}")
     print(markdown(result))
     if args.feature_study:
         result["feature_study"] = feature_study(cases, result)
-        print("\ninputs of the stats threshold network, leave-one-out over the same cases:\n")
+        print("\ninputs of a map threshold network, leave-one-out over the same cases:\n")
         print(feature_markdown(result["feature_study"]))
     if args.output:
         text = json.dumps({"dataset": pre.name, "configuration": args.configuration, "fold": args.fold,

@@ -36,10 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=None, help="outer epochs (default: 100 GPU / 12 CPU configs)")
     parser.add_argument("--iters", type=int, default=None, help="lower-loop iterations per epoch")
     parser.add_argument("--upper_iters", type=int, default=None, help="upper-loop iterations per epoch")
-    parser.add_argument("--threshold_model", default=None, choices=["stats", "reference"],
-                        help="threshold network: stats (default: sees the anomaly map's quantiles, fitted to each case's "
-                        "target threshold) or reference (the reference's CNN on the image, soft Dice; run folder "
-                        "...ReferenceT); docs/training.md")
+    parser.add_argument("--threshold_model", default=None, choices=["contrast", "stats", "reference"],
+                        help="threshold network: contrast (default: sees the case's half-contrast threshold on its "
+                        "anomaly map, fitted to each case's target threshold), stats (the same with three quantiles of "
+                        "the map; run folder ...StatsT) or reference (the reference's CNN on the image, soft Dice; run "
+                        "folder ...ReferenceT); docs/training.md")
     parser.add_argument("--threshold_input", default=None, choices=["image", "image+anomaly"],
                         help="reference threshold model: what it sees (default image, as the reference)")
     parser.add_argument("--pseudo_label", default=None, choices=["report", "gmm", "fused"],

@@ -29,7 +29,7 @@ from blogrr_nnu.nnunet_output import prints_as_log
 
 logger = logging.getLogger(__name__)
 
-GROUPS = ("blogrr", "blogrr_gmm", "blogrr_fused", "blogrr_reference", "dae", "intensity", "gmm", "cgc", "cgc_fused",
+GROUPS = ("blogrr", "blogrr_gmm", "blogrr_fused", "blogrr_stats", "blogrr_reference", "dae", "intensity", "gmm", "cgc", "cgc_fused",
           "supervised", "supervised_10x")
 # the converged full-supervision row trains this many times our trainer's step budget
 CONVERGED_BUDGET = 10
@@ -53,7 +53,7 @@ class Trained:
     reconstruction: bool = False  # its anomaly maps get threshold rows and a sensitivity curve
     own_masks: bool = True  # its predicted masks are a row (False: no threshold of its own, only threshold rows)
     healthy_rules: bool = False  # label-free (SB) threshold rows from its maps of held-out healthy cases
-    threshold_model: str | None = None  # BLOGRR: None = the trainer's default (stats)
+    threshold_model: str | None = None  # BLOGRR: None = the trainer's default (contrast)
     budget: int = 1  # full supervision: multiple of our trainer's step budget
 
 
@@ -61,6 +61,7 @@ TRAINED = {
     "blogrr": Trained("BLOGRR (report target)", "blogrr", "report", True),
     "blogrr_gmm": Trained("BLOGRR (GMM target)", "blogrr", "gmm", True),
     "blogrr_fused": Trained("BLOGRR (fused target)", "blogrr", "fused", True),
+    "blogrr_stats": Trained("BLOGRR, quantile T (report target)", "blogrr", "report", True, threshold_model="stats"),
     "blogrr_reference": Trained("BLOGRR, reference T (report regions, as published)", "blogrr", "report", True,
                                 threshold_model="reference"),
     "dae": Trained("DAE", "dae", None, True, own_masks=False, healthy_rules=True),
@@ -110,9 +111,10 @@ def ensure_trained(s: Setting, key: str) -> tuple[Path, bool]:
     if final.is_file():
         if m.trainer == "blogrr":
             from blogrr_nnu.checkpoint import load_checkpoint
+            from blogrr_nnu.trainers.api import TRAINERS
 
             have = load_checkpoint(final).get("threshold_model", "reference")
-            want = m.threshold_model or "stats"
+            want = m.threshold_model or TRAINERS["blogrr"].threshold_model
             if have != want:
                 raise ValueError(f"{final}: trained with the {have!r} threshold network, this row needs {want!r} "
                                  "(made by an older blogrr-nnu); remove the run folder or use another --results root")
