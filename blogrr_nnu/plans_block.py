@@ -96,7 +96,7 @@ class CoarseNoise:
 
 @dataclass(frozen=True, kw_only=True)
 class ThresholdNetPlan:
-    """The reference threshold network's input grid and widths (the stats T needs none of it)."""
+    """The reference threshold network's input grid and widths (the map threshold networks need none of it)."""
 
     input_size: tuple[int, ...]
     input_spacing: float

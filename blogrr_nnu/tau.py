@@ -9,11 +9,13 @@ into the tissue around it, so its labelled edge lies higher), and one global thr
 ``stats`` T three in-brain quantiles (:func:`map_features`) -- and is fitted, once per upper loop, to a per-case
 target threshold tau_P read off the case's pseudo-label (:func:`target_threshold`):
 
-- **report target** (``pseudo_report``): the report's stated *size*. The lesion is the connected part of
-  ``A > tau`` that reaches into the report's region (the atlas regions it names); tau_P is the threshold at
-  which that part has the diameters the report states (geometric mean of the three extents, sorted, so
-  axis order and orientation do not matter; :func:`report_size_threshold`). A report region alone (a whole
-  lobe) would pull tau down until the lobe is filled: its Dice-optimal threshold does not track the truth.
+- **report target** (``pseudo_report``): the report's stated *size*, read two ways and combined
+  (:func:`report_threshold`, the geometric mean): as diameters -- the lesion is the connected part of
+  ``A > tau`` that reaches into the report's region (the atlas regions it names), and tau is where that part
+  has the stated diameters (geometric mean of the three extents, sorted, so axis order and orientation do not
+  matter; :func:`report_size_threshold`) -- and as a volume, ABC/3 flagged brain voxels
+  (:func:`report_volume_threshold`). A report region alone (a whole lobe) would pull tau down until the lobe is
+  filled: its Dice-optimal threshold does not track the truth.
 - **image targets** (``pseudo_gmm``, ``pseudo_fused``): the exact Dice-optimal threshold of A against the
   pseudo-label (:func:`dice_optimal_threshold`).
 
@@ -249,7 +251,7 @@ def report_size_threshold(amap, brain, region, size_mm, spacing, *, iterations: 
 
 # A report's diameters as a volume: ABC/3 (the product of the three diameters over 3), the estimate published for
 # irregular lesions (Huttner et al., Stroke 2006: ABC/2, the ellipsoid, overestimates irregular haemorrhages). A
-# label-free rule, not fitted here; blogrr_threshold_targets compares it with the diameter target.
+# label-free rule, not fitted here; one of the two readings of the report target (:func:`report_threshold`).
 REPORT_VOLUME_FACTOR = 1.0 / 3.0
 
 
@@ -285,6 +287,21 @@ def report_volume_threshold(amap, brain, size_mm, spacing, *, factor: float = RE
     return float(vals[j])
 
 
+def report_threshold(amap, brain, region, size_mm, spacing) -> float | None:
+    """The report target: geometric mean of :func:`report_size_threshold` and :func:`report_volume_threshold`.
+
+    Two readings of one stated size with different errors (the diameters' extent is set by the lesion's farthest
+    voxels, the volume by all flagged voxels); their mean tracks the labels' best thresholds better than either
+    reading's worst (docs/training.md). Where only one reading exists it is used.
+
+    Returns:
+        The threshold, or ``None`` (no stated size, or neither reading matches).
+    """
+    vals = [t for t in (report_size_threshold(amap, brain, region, size_mm, spacing),
+                        report_volume_threshold(amap, brain, size_mm, spacing)) if t is not None and t > 0]
+    return float(np.exp(np.mean(np.log(vals)))) if vals else None
+
+
 def target_threshold(amap, brain, target, source: str, *, size_mm=None, spacing=None) -> float | None:
     """tau_P of one case for a pseudo-label source (module docstring).
 
@@ -296,7 +313,7 @@ def target_threshold(amap, brain, target, source: str, *, size_mm=None, spacing=
     """
     a, b, t = (np.asarray(x)[0] if np.ndim(x) == 4 else np.asarray(x) for x in (amap, brain, target))
     if source == "pseudo_report":
-        return report_size_threshold(a, b, t, size_mm, spacing)
+        return report_threshold(a, b, t, size_mm, spacing)
     best = dice_optimal_threshold(a, t, b)
     return None if best is None else best[0]
 

@@ -130,6 +130,12 @@ def test_target_threshold_by_source():
     lobe = dice_optimal_threshold(amap, region & brain, brain)[0]
     assert size > lobe + 0.3
     assert abs(size - gmm) < 0.35 * gmm
+    # the report target is the geometric mean of the stated size read as diameters and as a volume
+    from blogrr_nnu.tau import report_volume_threshold
+
+    diam = report_size_threshold(amap, brain, region, [22.0] * 3, (2, 2, 2))
+    vol = report_volume_threshold(amap, brain, [22.0] * 3, (2, 2, 2))
+    assert diam != pytest.approx(vol, rel=0.01) and size == pytest.approx(float(np.sqrt(diam * vol)))
 
 
 @pytest.mark.parametrize("model", MAP_MODELS)
@@ -174,8 +180,9 @@ def test_target_diagnostic_on_constructed_cases():
     assert rows["GMM"]["cases"] == 5 and rows["GMM"]["rho"] == pytest.approx(1.0)
     assert rows["GMM"]["dice_at_tau_p"] == pytest.approx(result["oracle_dice"])
     assert rows["fused"]["cases"] == 0
-    assert rows["report region"]["dice_at_tau_p"] < 0.5 < rows["report size (default)"]["dice_at_tau_p"]
-    assert rows["report size (default)"]["rho"] > 0.8
+    default = rows["report size, both readings (default)"]
+    assert rows["report region"]["dice_at_tau_p"] < 0.5 < default["dice_at_tau_p"]
+    assert default["rho"] > 0.8 and rows["report size as diameters"]["rho"] > 0.8
     assert result["best_global_dice"] <= result["oracle_dice"] + 1e-12
 
 

@@ -102,10 +102,10 @@ def build_trainer(dataset: str | int, fold: int | str, configuration: str | None
                          "learns one threshold per case")
     if threshold_per_case and (threshold_model or getattr(TRAINERS[trainer], "threshold_model", None)) != "reference":
         raise ValueError("--threshold_per_case applies to the reference threshold model (--threshold_model reference); "
-                         "the default stats model always gives one threshold per case")
+                         "the map models (contrast, the default, and stats) always give one threshold per case")
     if threshold_input is not None and (threshold_model or getattr(TRAINERS[trainer], "threshold_model", None)) != "reference":
         raise ValueError("--threshold_input applies to the reference threshold model (--threshold_model reference); "
-                         "the default stats model sees the anomaly map's statistics")
+                         "the map models (contrast, the default, and stats) see the anomaly map's statistics")
     cls = variant_class(TRAINERS[trainer], threshold_input, pseudo_label, threshold_per_case, threshold_model)
     tr = cls(plans, configuration, fold, dataset_json, dev)
     if epochs is not None:

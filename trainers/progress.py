@@ -49,7 +49,7 @@ def write(progress: dict, folder: Path) -> None:
         ax.set_ylabel("reconstruction")
     ax.legend(fontsize=8)
     ax = axes[1]
-    ax.plot(ep, progress["upper_loss"], label="upper loop loss (stats T: Huber on log tau; reference T: 1 - soft Dice)")
+    ax.plot(ep, progress["upper_loss"], label="upper loop loss (map T: Huber on log tau; reference T: 1 - soft Dice)")
     ax.plot(ep, progress["tau_mean"], label="mean tau (tumour cases)")
     ax.set_ylabel("threshold")
     ax.legend(fontsize=8)

@@ -5,9 +5,10 @@ read), on the anomaly maps of a trained reconstruction network:
 
 - tau*_GT: the exact Dice-optimal threshold against the label;
 - tau*_P for each target: the report region (Dice-optimal against the atlas regions the report names: what
-  the reference's soft Dice pulls towards), the report size (:func:`blogrr_nnu.tau.report_size_threshold`,
-  the default target), the report's volume (:func:`blogrr_nnu.tau.report_volume_threshold`, a candidate the
-  trainer does not use), the GMM and the fused pseudo-label (Dice-optimal against each);
+  the reference's soft Dice pulls towards), the report's stated size read as diameters
+  (:func:`blogrr_nnu.tau.report_size_threshold`) and as a volume (:func:`blogrr_nnu.tau.report_volume_threshold`),
+  their geometric mean (:func:`blogrr_nnu.tau.report_threshold`, the default target), the GMM and the fused
+  pseudo-label (Dice-optimal against each);
 - Spearman rho(tau*_P, tau*_GT) over cases and the Dice against the label of thresholding at tau*_P;
 - what the default threshold network (the contrast T) learns from each target when fitted with the trainer's fit
   (:func:`blogrr_nnu.tau.fit_threshold_regression`, its default steps and optimiser, from a fresh start rather than
@@ -27,7 +28,7 @@ from scipy.stats import spearmanr
 
 from blogrr_nnu.networks import MapStatsThresholdNet, build_reconstruction_network
 from blogrr_nnu.tau import (case_features, contrast_features, dice_optimal_threshold, fit_threshold_regression,
-                            map_features, report_volume_threshold, target_threshold)
+                            map_features, report_size_threshold, report_volume_threshold, target_threshold)
 from blogrr_nnu.cases import case_anomaly_map, load_whole_case
 from blogrr_nnu.checkpoint import load_checkpoint
 from blogrr_nnu.splits import case_roles, fold_keys, load_or_create_splits
@@ -37,8 +38,9 @@ from blogrr_nnu.metrics import dice as mask_dice
 # target name -> (seg channel, how tau*_P is read off it)
 TARGETS = {
     "report region": ("pseudo_report", "dice"),
-    "report size (default)": ("pseudo_report", "size"),
-    "report volume (ABC/3, not used in training)": ("pseudo_report", "volume"),
+    "report size as diameters": ("pseudo_report", "size"),
+    "report size as a volume (ABC/3)": ("pseudo_report", "volume"),
+    "report size, both readings (default)": ("pseudo_report", "report"),
     "GMM": ("pseudo_gmm", "dice"),
     "fused": ("pseudo_fused", "dice"),
 }
@@ -128,8 +130,10 @@ def diagnose(cases: list[dict], model: str = "contrast") -> dict:
     for name, (channel, how) in TARGETS.items():
         taus = []
         for c, a, b in zip(cases, amaps, brains):
-            if how == "size":
+            if how == "report":
                 t = target_threshold(a, b, c[channel], "pseudo_report", size_mm=c["size_mm"], spacing=c["spacing"])
+            elif how == "size":
+                t = report_size_threshold(a, b, c[channel], c["size_mm"], c["spacing"])
             elif how == "volume":
                 t = report_volume_threshold(a, b, c["size_mm"], c["spacing"])
             else:
@@ -175,10 +179,10 @@ def _study_features(case: dict, quantiles, contrast: bool) -> torch.Tensor:
 
 def feature_study(cases: list[dict], result: dict) -> list[dict]:
     """Leave-one-out Dice vs label of a map T with each input set of :data:`FEATURE_STUDY`, fitted to the
-    report-size target and (as a ceiling of the inputs) to tau*_GT itself."""
+    report target (the default) and (as a ceiling of the inputs) to tau*_GT itself."""
     amaps, brains, labels = _arrays(cases)
     tau_gt = np.array([p["tau_gt"] for p in result["per_case"]])
-    tau_size = np.array([p["tau_p[report size (default)]"] for p in result["per_case"]])
+    tau_size = np.array([p["tau_p[report size, both readings (default)]"] for p in result["per_case"]])
     rows = []
     for quantiles, contrast, hidden in FEATURE_STUDY:
         feats = torch.stack([_study_features(c, quantiles, contrast) for c in cases])
@@ -194,7 +198,7 @@ def feature_study(cases: list[dict], result: dict) -> list[dict]:
 
 def feature_markdown(rows: list[dict]) -> str:
     """The --feature_study table."""
-    lines = ["| T's inputs (log) | hidden units | fitted to report size: Dice (LOO) | rho vs tau*_GT | "
+    lines = ["| T's inputs (log) | hidden units | fitted to the report target: Dice (LOO) | rho vs tau*_GT | "
              "fitted to tau*_GT: Dice (LOO) | rho vs tau*_GT |", "|---|---|---|---|---|---|"]
     for r in rows:
         q = ", ".join((["half-contrast threshold (contrast T)"] if r.get("half_contrast") else [])

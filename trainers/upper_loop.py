@@ -75,7 +75,7 @@ class StatsUpperLoop(UpperLoop):
 
     @classmethod
     def make_optimizer(cls, net: torch.nn.Module) -> torch.optim.Optimizer:
-        """The stats T's optimiser (also used by the diagnostic's leave-one-out fits)."""
+        """A map T's optimiser (also used by the diagnostic's leave-one-out fits)."""
         return torch.optim.AdamW(net.parameters(), cls.learning_rate, weight_decay=cls.weight_decay)
 
     def optimizer(self, net):

@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threshold_input", default=None, choices=["image", "image+anomaly"],
                         help="reference threshold model: what it sees (default image, as the reference)")
     parser.add_argument("--pseudo_label", default=None, choices=["report", "gmm", "fused"],
-                        help="target of the upper loop: the report (default: its stated size for the stats model, "
+                        help="target of the upper loop: the report (default: its stated size for the map models, "
                         "its regions for the reference model), GMM, or report + image fused (docs/pseudo_labels.md)")
     parser.add_argument("--threshold_per_case", action="store_true",
                         help="reference threshold model on 2D configurations: one threshold per case (per-slice "
