@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from blogrr_nnu.plans_block import BlogrrBlock
+from blogrr_nnu.tau import CASE_FEATURES
 
 
 def build_reconstruction_network(configuration: dict, num_channels: int) -> nn.Module:
@@ -152,8 +153,9 @@ class MapStatsThresholdNet(nn.Module):
 
 
 THRESHOLD_MODELS = ("contrast", "stats", "reference")
-#: threshold models that are a :class:`MapStatsThresholdNet` on map features (fitted by regression, one tau per case)
-MAP_THRESHOLD_MODELS = ("contrast", "stats")
+#: threshold models that are a :class:`MapStatsThresholdNet` on map features (fitted by regression, one tau per case):
+#: those with a feature function in :data:`blogrr_nnu.tau.CASE_FEATURES`
+MAP_THRESHOLD_MODELS = tuple(CASE_FEATURES)
 
 
 def build_threshold_network(blogrr: dict, num_channels: int, dim: int, threshold_input: str,
@@ -170,8 +172,6 @@ def build_threshold_network(blogrr: dict, num_channels: int, dim: int, threshold
     if model not in THRESHOLD_MODELS:
         raise ValueError(f"threshold model must be one of {', '.join(THRESHOLD_MODELS)}, got {model!r}")
     if model in MAP_THRESHOLD_MODELS:
-        from blogrr_nnu.tau import CASE_FEATURES
-
         return MapStatsThresholdNet(CASE_FEATURES[model][1])
     if threshold_input not in ("image", "image+anomaly"):
         raise ValueError(f"threshold_input must be 'image' or 'image+anomaly', got {threshold_input!r}")

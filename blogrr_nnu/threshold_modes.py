@@ -20,7 +20,8 @@ import torch
 
 from blogrr_nnu import anomaly as A
 from blogrr_nnu.plans_block import BlogrrBlock
-from blogrr_nnu.tau import CASE_FEATURES, case_features
+from blogrr_nnu.networks import MAP_THRESHOLD_MODELS
+from blogrr_nnu.tau import case_features
 
 
 def threshold_input(data: torch.Tensor, amap: torch.Tensor | None, size, per_slice: bool) -> torch.Tensor:
@@ -97,7 +98,7 @@ class ThresholdMode:
         Args:
             data: ``(C, *S)`` image; brain: ``(1, *S)``; amap: ``(1, *S)`` its anomaly map.
         """
-        if self.model in CASE_FEATURES:
+        if self.model in MAP_THRESHOLD_MODELS:
             return case_features(self.model, amap, brain)[None]
         return threshold_input(data, amap if self.threshold_input == "image+anomaly" else None, self.input_size,
                                self.t_slices)

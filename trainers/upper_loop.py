@@ -25,6 +25,7 @@ import torch
 from torch import distributed as dist
 
 from blogrr_nnu import anomaly as A
+from blogrr_nnu.networks import MAP_THRESHOLD_MODELS
 from blogrr_nnu.tau import case_features, fit_threshold_regression, target_threshold
 from blogrr_nnu.trainers.base_trainer import unwrap
 from blogrr_nnu.threshold_modes import resize_mask, slice_mean_tau
@@ -225,7 +226,7 @@ class ReferenceUpperLoop(UpperLoop):
         return {"upper_loss": total, "tau_mean": float(np.mean(taus))}
 
 
-UPPER_LOOPS = {"contrast": StatsUpperLoop, "stats": StatsUpperLoop, "reference": ReferenceUpperLoop}
+UPPER_LOOPS = {**{m: StatsUpperLoop for m in MAP_THRESHOLD_MODELS}, "reference": ReferenceUpperLoop}
 
 
 def refresh_healthy_taus(tr, epoch: int) -> dict[str, float]:
