@@ -169,6 +169,8 @@ def test_quick_oracle_rows_dominate_their_twins(quick_run):
             oracle.append(grid[int(np.argmax(dice))])
         assert f["learned_tau_range"] == pytest.approx([min(learned), max(learned)], abs=1e-6)
         assert f["oracle_tau_range"] == pytest.approx([min(oracle), max(oracle)], abs=1e-9)
+        if min(learned + oracle) > 0 and np.ptp(oracle) > 0:
+            assert f["tau_spread_ratio"] == pytest.approx(np.std(np.log(learned)) / np.std(np.log(oracle)), rel=1e-6)
         if f.get("spearman_learned_vs_oracle") is not None:
             assert f["spearman_learned_vs_oracle"] == pytest.approx(spearmanr(learned, oracle).statistic, abs=1e-9)
     assert rows["dae_ub"]["taus"][data["test_cases"][0]] == pytest.approx(

@@ -66,6 +66,7 @@ def derive(result: dict, ours: str | None) -> dict:
             f["learned_tau_range"] = [min(learned), max(learned)]
             f["oracle_tau_range"] = [min(o), max(o)]
             f["spearman_learned_vs_oracle"] = _spearman(learned, o)
+            f["tau_spread_ratio"] = _spread_ratio(learned, o)
         fractions.append(f)
     ceiling = {k: (v / mean[CEILING] if mean.get(CEILING) else None) for k, v in mean.items()}
     return {"ours": ours, "p_values": p, "mean_dice": mean, "fractions": fractions, "fraction_of_ceiling": ceiling}
@@ -77,6 +78,15 @@ def _spearman(a, b) -> float | None:
     if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return None
     return float(spearmanr(a, b).statistic)
+
+
+def _spread_ratio(learned, oracle) -> float | None:
+    """sd of log learned tau over sd of log oracle tau: how much of the per-case spread T gives, less driven by
+    the two most extreme cases than the ranges are."""
+    lo, oo = (np.asarray(x, np.float64) for x in (learned, oracle))
+    if len(lo) < 3 or min(lo.min(), oo.min()) <= 0 or np.ptp(oo) == 0:  # no log of a zero threshold
+        return None
+    return float(np.log(lo).std() / np.log(oo).std())
 
 
 def _range(r) -> str:
@@ -104,14 +114,15 @@ def tables(result: dict, derived: dict) -> list[dict]:
         fr = [[f["label"], f"{f['dice']:.3f}", _frac(f["learned_raw_dice"]), _frac(f["ub"]), _frac(f["oracle_case"]),
                _frac(f["fraction_of_oracle_case"]), _frac(f["fraction_of_dae_oracle_case"]),
                _frac(f["fraction_of_supervised"]), _frac(f[f"fraction_of_{CEILING}"]), _range(f.get("learned_tau_range")),
-               _range(f.get("oracle_tau_range")),
+               _range(f.get("oracle_tau_range")), _frac(f.get("tau_spread_ratio")),
                _frac(f.get("spearman_learned_vs_oracle"))] for f in derived["fractions"]]
         out.append(table("BLOGRR against its ceilings (mean Dice) and how much its τ adapts per case",
                          ["BLOGRR", "Dice", "learned τ as a plain threshold", "best global τ, same maps",
                           "per-case oracle τ, same maps", "fraction of own per-case oracle",
                           "fraction of DAE per-case oracle", "fraction of full supervision (same budget)",
                           "fraction of converged full supervision", "learned τ range",
-                          "per-case oracle τ range", "Spearman ρ (learned vs oracle τ)"], fr))
+                          "per-case oracle τ range", "τ spread, learned / oracle (sd of log τ)",
+                          "Spearman ρ (learned vs oracle τ)"], fr))
     tm = result["timing"]
     stock = tm.get("supervised")
     trow = []
@@ -165,7 +176,7 @@ def sensitivity_plot(result: dict, derived: dict, path: Path) -> Path:
 
 
 def _curves(ax, curves: list[dict], derived: dict, xlabel: str) -> None:
-    styles = ("-", "--", "-.", ":")
+    styles = ("-", "--", "-.")  # dotted is kept for the label-free thresholds' vertical lines
     for i, c in enumerate(curves):
         color = f"C{i}"
         ax.plot(c["thresholds"], c["mean_dice"], color=color, ls=styles[i % len(styles)], lw=1.6, label=c["label"])
