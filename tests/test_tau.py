@@ -7,8 +7,9 @@ import torch
 from scipy import ndimage
 
 from blogrr_nnu.networks import MapStatsThresholdNet
-from blogrr_nnu.tau import (case_features, dice_optimal_threshold, fit_threshold_regression, half_contrast_threshold,
-                            map_features, report_diameters, report_size_threshold, target_threshold)
+from blogrr_nnu.tau import (SLOPE_PRIORS, case_features, dice_optimal_threshold, fit_threshold_regression,
+                            fitted_slope, half_contrast_threshold, map_features, report_diameters, report_size_threshold,
+                            target_threshold)
 
 MAP_MODELS = ("contrast", "stats")
 
@@ -44,6 +45,15 @@ def _lesion_case(amplitude: float, radius: float, shape=(40, 40, 40), centre=(20
     background = 0.3 + 0.05 * ndimage.gaussian_filter(rng.normal(size=shape), 2) / 0.05
     amap = ndimage.gaussian_filter(np.where(lesion, amplitude, 0.0), 1.5) + np.abs(background)
     return np.where(brain, amap, 0.0).astype(np.float32), brain, lesion
+
+
+def fold_of_lesion_cases() -> list:
+    """19 constructed cases, as many as the demo's fold 0 has tumour training cases: first a bright and a faint
+    lesion whose best thresholds differ clearly, then 17 of brightness 0.7-2.8 and radius 4.5-7.5 voxels."""
+    rng = np.random.default_rng(3)
+    return [_lesion_case(2.4, 6.0, seed=1), _lesion_case(0.9, 6.0, centre=(18, 22, 20), seed=2)] + [
+        _lesion_case(float(amp), float(r), centre=tuple(int(c) for c in rng.integers(16, 25, 3)), seed=10 + k)
+        for k, (amp, r) in enumerate(zip(np.linspace(0.7, 2.8, 17), rng.uniform(4.5, 7.5, 17)))]
 
 
 def test_report_size_threshold_gives_the_reported_extent():
@@ -96,27 +106,64 @@ def test_half_contrast_threshold_is_half_way_between_background_and_lesion():
 
 @pytest.mark.parametrize("model", MAP_MODELS)
 def test_default_threshold_network_learns_each_cases_own_threshold(model):
-    """Two cases on one map scale whose best thresholds differ (bright vs faint lesion): at the default fit
-    settings T gives each its own tau. The bound: each case's Dice at its learned tau is within 0.02 of its
-    best Dice (the curve is flat near the optimum, so a bound on tau itself would be arbitrary), and the
-    learned taus are at least 80 % as far apart as the optima, in the same order. The reference design (one
-    sigmoid head started at the median volume and nudged by soft Dice) gives both cases nearly one tau."""
+    """Two cases on one map scale whose best thresholds differ (bright vs faint lesion), fitted at the trainer's
+    settings with 17 more cases of a fold (19 tumour training cases, as the demo's fold 0 has: the contrast T's slope
+    prior is worth 19 cases, so a fold of two would be mostly prior): T gives each of the two its own tau. The
+    bound: each case's Dice at its learned tau is within 0.03 of its best Dice (the curve is flat near the
+    optimum, so a bound on tau itself would be arbitrary), and the learned taus are at least 70 % as far apart as
+    the optima, in the same order. Why 0.03 and 70 % (0.02 and 80 % before the prior): on these maps the
+    half-contrast threshold tracks the optimum with slope 1, the demo's maps with 0.52-0.70, and the prior (0.59)
+    takes half of the say on the slope, which costs the faint case ~0.02 here. One tau for both (what the reference
+    design, a sigmoid head nudged by soft Dice, gives) misses by more than 0.05: the bound tells them apart."""
     from blogrr_nnu.trainers.upper_loop import StatsUpperLoop
 
-    cases = [_lesion_case(2.4, 6.0, seed=1), _lesion_case(0.9, 6.0, centre=(18, 22, 20), seed=2)]
-    feats = torch.stack([case_features(model, torch.from_numpy(a), torch.from_numpy(b)) for a, b, _ in cases])
-    optima = [dice_optimal_threshold(a, les, b) for a, b, les in cases]
+    fold = fold_of_lesion_cases()
+    cases = fold[:2]
+    feats = torch.stack([case_features(model, torch.from_numpy(a), torch.from_numpy(b)) for a, b, _ in fold])
+    optima = [dice_optimal_threshold(a, les, b) for a, b, les in fold]
     taus_star = torch.tensor([o[0] for o in optima])
     assert taus_star[0] > taus_star[1] + 0.3  # the construction does what it says
     torch.manual_seed(0)
     net = MapStatsThresholdNet(feats.shape[1])
     fit_threshold_regression(net, StatsUpperLoop.make_optimizer(net), feats, taus_star,
-                             StatsUpperLoop.default_iterations[0])
+                             StatsUpperLoop.default_iterations[0], slope_prior=SLOPE_PRIORS.get(model))
     with torch.no_grad():
-        learned = net(feats)
+        learned = net(feats[:2])
     for (a, b, les), (t_best, d_best), t in zip(cases, optima, learned.tolist()):
-        assert _dice((a > t) & b, les) >= d_best - 0.02, (t, t_best)
-    assert float(learned[0] - learned[1]) >= 0.8 * float(taus_star[0] - taus_star[1])
+        assert _dice((a > t) & b, les) >= d_best - 0.03, (t, t_best)
+    assert float(learned[0] - learned[1]) >= 0.7 * float(taus_star[0] - taus_star[1])
+    one = float(torch.sqrt(taus_star[0] * taus_star[1]))  # one tau for both (the geometric mean of their optima)
+    assert max(d - _dice((a > one) & b, les) for (a, b, les), (_, d) in zip(cases, optima)) > 0.05
+
+
+def test_slope_prior_takes_half_of_the_say_on_the_slope():
+    """Cases on an exact line of slope 0.2 (log tau on the log feature): a free fit finds 0.2; with a prior slope of
+    1.0 at weight 1 the slope lands half-way (0.6: the data and the prior copy have the same loss, so the midpoint
+    is the minimum), at weight 3 three quarters of the way (0.8 for squared errors; the Huber loss's linear arms put
+    it nearer the prior), and the line still passes through the cases' centre (the intercept is the data's)."""
+    from blogrr_nnu.trainers.upper_loop import StatsUpperLoop
+
+    x = torch.linspace(-0.6, 0.6, 9)[:, None]
+    taus = torch.exp(0.1 + 0.2 * x[:, 0])
+    fits = {}
+    for prior, weight in ((None, 1.0), (1.0, 1.0), (1.0, 3.0)):
+        torch.manual_seed(0)
+        net = MapStatsThresholdNet(1)
+        fit_threshold_regression(net, StatsUpperLoop.make_optimizer(net), x, taus, 3000, slope_prior=prior,
+                                 prior_weight=weight)
+        with torch.no_grad():
+            centre = float(net.log_tau(torch.zeros(1, 1))[0])
+        fits[(prior, weight)] = (fitted_slope(net), centre)
+    assert fits[(None, 1.0)][0] == pytest.approx(0.2, abs=0.01)
+    assert fits[(1.0, 1.0)][0] == pytest.approx(0.6, abs=0.02)
+    assert 0.78 <= fits[(1.0, 3.0)][0] <= 1.0
+    for _, centre in fits.values():
+        assert centre == pytest.approx(0.1, abs=0.01)
+    # only a linear one-feature T has a slope to pull
+    with pytest.raises(ValueError, match="one feature"):
+        fit_threshold_regression(MapStatsThresholdNet(3), StatsUpperLoop.make_optimizer(MapStatsThresholdNet(3)),
+                                 torch.zeros(4, 3), torch.ones(4), 1, slope_prior=0.5)
+    assert fitted_slope(MapStatsThresholdNet(3)) is None
 
 
 def test_target_threshold_by_source():
@@ -152,7 +199,8 @@ def test_default_fit_generalises_to_a_case_it_has_not_seen(model):
     taus = torch.tensor([dice_optimal_threshold(a, les, b)[0] for a, b, les in train])
     torch.manual_seed(0)
     net = MapStatsThresholdNet(feats.shape[1])
-    fit_threshold_regression(net, StatsUpperLoop.make_optimizer(net), feats, taus, StatsUpperLoop.default_iterations[0])
+    fit_threshold_regression(net, StatsUpperLoop.make_optimizer(net), feats, taus, StatsUpperLoop.default_iterations[0],
+                             slope_prior=SLOPE_PRIORS.get(model))
     a, b, les = held
     with torch.no_grad():
         t = float(net(case_features(model, torch.from_numpy(a), torch.from_numpy(b))[None])[0])

@@ -236,17 +236,18 @@ def test_2d_threshold_per_slice_and_per_case(env):
 
 
 def test_default_upper_loop_gives_each_case_its_own_threshold(env):
-    """The trainer's own upper loop at its default settings (contrast T, default steps and learning rate) on two
-    constructed cases whose best thresholds differ: T's tau of each case lands where that case's Dice is within
-    0.02 of its best (see tests/test_tau.py for why a Dice bound), and the bright case gets the higher tau."""
+    """The trainer's own upper loop at its default settings (contrast T, default steps, learning rate and slope
+    prior) on a fold of 19 constructed cases, two of whose best thresholds differ clearly: T's tau of each of the
+    two lands where that case's Dice is within 0.03 of its best, and the bright case gets the higher tau (see
+    tests/test_tau.py for why a Dice bound, why 0.03 with the slope prior and why a fold of 19)."""
     from blogrr_nnu.tau import dice_optimal_threshold
     from blogrr_nnu.cases import WholeCase
-    from test_tau import _dice, _lesion_case
+    from test_tau import _dice, fold_of_lesion_cases
 
     tr = build_trainer(DATASET, 0, CONFIG, device="cpu", epochs=1, iters=4, pseudo_label="gmm")  # default upper loop
     assert tr.threshold_model == "contrast" and tr.num_upper_iterations_per_epoch == 300
     tr.on_train_start()
-    built = [_lesion_case(2.4, 6.0, seed=1), _lesion_case(0.9, 6.0, centre=(18, 22, 20), seed=2)]
+    built = fold_of_lesion_cases()
     cases, maps = [], []
     for i, (a, b, les) in enumerate(built):
         t = lambda x: torch.from_numpy(np.asarray(x))[None]  # noqa: E731
@@ -256,12 +257,12 @@ def test_default_upper_loop_gives_each_case_its_own_threshold(env):
     tr.tumor_train = cases
     tr.upper_loop.anomaly_maps = lambda: maps
     out = tr.run_upper_loop(0)
-    assert out["upper_cases"] == 2 and tr.tau_initialised
+    assert out["upper_cases"] == len(built) and tr.tau_initialised
     assert set(tr.healthy_taus) == set(tr.keys["healthy_train"])  # refreshed for the next lower loop
-    taus = [float(tr.case_tau(c, m)[0]) for c, m in zip(cases, maps)]
-    for (a, b, les), t in zip(built, taus):
+    taus = [float(tr.case_tau(c, m)[0]) for c, m in zip(cases[:2], maps[:2])]
+    for (a, b, les), t in zip(built[:2], taus):
         best_t, best_d = dice_optimal_threshold(a, les, b)
-        assert _dice((a > t) & b, les) >= best_d - 0.02, (t, best_t)
+        assert _dice((a > t) & b, les) >= best_d - 0.03, (t, best_t)
     assert taus[0] > taus[1] + 0.3
     # a resumed run must refuse a checkpoint of the other threshold model
     path = os.path.join(tr.output_folder, "contrast.pth")

@@ -11,8 +11,8 @@ read), on the anomaly maps of a trained reconstruction network:
   pseudo-label (Dice-optimal against each);
 - Spearman rho(tau*_P, tau*_GT) over cases and the Dice against the label of thresholding at tau*_P;
 - what the default threshold network (the contrast T) learns from each target when fitted with the trainer's fit
-  (:func:`blogrr_nnu.tau.fit_threshold_regression`, its default steps and optimiser, from a fresh start rather than
-  the previous epoch's weights) on the *other* cases (leave-one-out): its rho against tau*_GT and its Dice on the
+  (:func:`blogrr_nnu.tau.fit_threshold_regression`, its default steps, optimiser and slope prior, from a fresh start
+  rather than the previous epoch's weights) on the *other* cases (leave-one-out): its rho against tau*_GT and its Dice on the
   left-out case.
 
 A target whose tau*_P does not track tau*_GT cannot teach any T a per-case threshold, however T is built.
@@ -28,7 +28,8 @@ from scipy.stats import spearmanr
 
 from blogrr_nnu.networks import MapStatsThresholdNet, build_reconstruction_network
 from blogrr_nnu.tau import (case_features, contrast_features, dice_optimal_threshold, fit_threshold_regression,
-                            map_features, report_size_threshold, report_volume_threshold, target_threshold)
+                            map_features, report_size_threshold, report_volume_threshold, target_threshold,
+                            SLOPE_PRIORS)
 from blogrr_nnu.cases import case_anomaly_map, load_whole_case
 from blogrr_nnu.checkpoint import load_checkpoint
 from blogrr_nnu.splits import case_roles, fold_keys, load_or_create_splits
@@ -98,9 +99,10 @@ def _arrays(cases: list[dict]) -> tuple[list[np.ndarray], list[np.ndarray], list
             [c["label"] > 0 for c in cases])
 
 
-def leave_one_out(features: torch.Tensor, targets: np.ndarray, seed: int = 0, hidden: int = 0) -> np.ndarray:
-    """tau of every case from the default T (``hidden`` > 0: with a hidden layer) fitted on the other cases with a
-    target (NaN targets skipped)."""
+def leave_one_out(features: torch.Tensor, targets: np.ndarray, seed: int = 0, hidden: int = 0,
+                  slope_prior: float | None = None) -> np.ndarray:
+    """tau of every case from the default T (``hidden`` > 0: with a hidden layer; ``slope_prior``: the trainer's
+    prior of a one-feature T) fitted on the other cases with a target (NaN targets skipped)."""
     out = np.full(len(targets), np.nan)
     ok = np.isfinite(targets)
     for i in range(len(targets)):
@@ -111,7 +113,8 @@ def leave_one_out(features: torch.Tensor, targets: np.ndarray, seed: int = 0, hi
         torch.manual_seed(seed)
         net = MapStatsThresholdNet(features.shape[1], hidden)
         fit_threshold_regression(net, StatsUpperLoop.make_optimizer(net), features[train],
-                                 torch.tensor(targets[train], dtype=torch.float32), StatsUpperLoop.default_iterations[0])
+                                 torch.tensor(targets[train], dtype=torch.float32), StatsUpperLoop.default_iterations[0],
+                                 slope_prior=slope_prior)
         with torch.no_grad():
             out[i] = float(net(features[i:i + 1])[0])
     return out
@@ -142,7 +145,7 @@ def diagnose(cases: list[dict], model: str = "contrast") -> dict:
             taus.append(np.nan if t is None else t)
         taus = np.asarray(taus)
         dice = [_dice(a, b, lab, t) for a, b, lab, t in zip(amaps, brains, labels, taus) if np.isfinite(t)]
-        loo = leave_one_out(feats, taus)
+        loo = leave_one_out(feats, taus, slope_prior=SLOPE_PRIORS.get(model))
         loo_dice = [_dice(a, b, lab, t) for a, b, lab, t in zip(amaps, brains, labels, loo) if np.isfinite(t)]
         rows.append({"target": name, "cases": int(np.isfinite(taus).sum()), "rho": _rho(taus, tau_gt),
                      "dice_at_tau_p": float(np.mean(dice)) if dice else float("nan"),
@@ -156,7 +159,11 @@ def diagnose(cases: list[dict], model: str = "contrast") -> dict:
     grid = np.unique(np.concatenate([np.quantile(a[b], np.linspace(0.5, 0.9999, 400)) for a, b in zip(amaps, brains)]))
     mean_dice = np.array([np.mean([_dice(a, b, lab, t) for a, b, lab in zip(amaps, brains, labels)]) for t in grid])
     best_global = float(grid[int(np.argmax(mean_dice))])
-    return {"rows": rows, "per_case": per_case, "n_cases": len(cases),
+    ok = np.isfinite(tau_gt) & (tau_gt > 0)
+    # what the contrast T's slope prior is made of (tau.CONTRAST_SLOPE_PRIOR): log tau*_GT on T's one log input
+    gt_slope = (float(np.polyfit(feats[ok, 0].numpy().astype(np.float64), np.log(tau_gt[ok]), 1)[0])
+                if feats.shape[1] == 1 and ok.sum() >= 3 else None)
+    return {"rows": rows, "per_case": per_case, "n_cases": len(cases), "gt_slope": gt_slope, "model": model,
             "oracle_dice": float(np.nanmean([p["dice_at_tau_gt"] for p in per_case])),
             "tau_gt_range": [float(np.nanmin(tau_gt)), float(np.nanmax(tau_gt))],
             "best_global_tau": best_global, "best_global_dice": float(mean_dice.max())}
@@ -187,8 +194,10 @@ def feature_study(cases: list[dict], result: dict) -> list[dict]:
     for quantiles, contrast, hidden in FEATURE_STUDY:
         feats = torch.stack([_study_features(c, quantiles, contrast) for c in cases])
         row = {"quantiles": list(quantiles), "half_contrast": contrast, "hidden": hidden}
+        # the contrast T's own inputs are fitted as the trainer fits them (with its slope prior)
+        prior = SLOPE_PRIORS["contrast"] if contrast and not quantiles and not hidden else None
         for name, target in (("report_size", tau_size), ("tau_gt", tau_gt)):
-            loo = leave_one_out(feats, target, hidden=hidden)
+            loo = leave_one_out(feats, target, hidden=hidden, slope_prior=prior)
             row[f"{name}_dice"] = float(np.mean([_dice(a, b, lab, t) for a, b, lab, t in zip(amaps, brains, labels, loo)
                                                  if np.isfinite(t)]))
             row[f"{name}_rho"] = _rho(loo, tau_gt)
@@ -214,7 +223,10 @@ def markdown(result: dict) -> str:
     lo, hi = result["tau_gt_range"]
     lines = [f"{result['n_cases']} labelled tumour training cases of the fold; per-case oracle tau*_GT "
              f"{lo:.2f}-{hi:.2f}, Dice {result['oracle_dice']:.3f}; best single threshold on these cases "
-             f"{result['best_global_tau']:.2f}, Dice {result['best_global_dice']:.3f} (both use the training labels).",
+             f"{result['best_global_tau']:.2f}, Dice {result['best_global_dice']:.3f} (both use the training labels)."
+             + ("" if result.get("gt_slope") is None else
+                f" Slope of log tau*_GT on the {result['model']} T's log input: {result['gt_slope']:.2f} (the contrast "
+                f"T's slope prior {SLOPE_PRIORS['contrast']:.2f} is the mean of the demo's three seeds')."),
              "",
              "| target | cases with tau*_P | Spearman rho(tau*_P, tau*_GT) | Dice vs label at tau*_P | tau*_P range | "
              "T fitted on the other cases: rho vs tau*_GT | T (leave-one-out): Dice vs label | T range |",
