@@ -323,7 +323,8 @@ def target_threshold(amap, brain, target, source: str, *, size_mm=None, spacing=
 # while the slopes fitted to the report target on the same 19 cases scatter from 0.42 to 0.84 (the target's noise on
 # few cases): too flat compresses T's taus, too steep overshoots. The fit is pulled towards the mean of the three
 # with the weight of SLOPE_PRIOR_CASES cases, as many as each seed's fold had: on ~20 cases the slope lands half-way
-# between the data's and the prior's, on a dataset ten times larger the data decide. Chosen on training labels
+# between the data's and the prior's for squared errors (nearer the prior when most residuals lie in the Huber loss's
+# linear arm, as on the demo), on a dataset ten times larger the data decide. Chosen on training labels
 # (docs/training.md), never on test labels.
 CONTRAST_SLOPE_PRIOR = 0.59
 SLOPE_PRIOR_CASES = 19
@@ -339,7 +340,8 @@ def fit_threshold_regression(net: torch.nn.Module, optimizer: torch.optim.Optimi
     With a slope prior ``s0`` (one-feature linear T only) the loss gains ``prior_weight`` times the same Huber loss
     of ``(s - s0) (x_i - mean x)`` over the cases, as if every case came ``prior_weight`` times more with a target on
     the line of slope ``s0`` through T's own centre (a g-prior on the slope): the slope lands between the data's and
-    the prior's (half-way at weight 1), the intercept is the data's. The default weight is
+    the prior's (half-way at weight 1 when both terms are alike; nearer the prior when the data's residuals lie in the
+    Huber loss's linear arm), the intercept is the data's. The default weight is
     ``SLOPE_PRIOR_CASES / N``: the prior is worth a fixed number of cases, so it fades as the data grow.
 
     Args:
