@@ -360,18 +360,20 @@ def fit_threshold_regression(net: torch.nn.Module, optimizer: torch.optim.Optimi
     """
     net.set_normalisation(features)
     y = torch.log(targets.clamp_min(_LOG_FLOOR))
-    head = getattr(net, "head", None)
-    if slope_prior is not None and not (isinstance(head, torch.nn.Linear) and features.shape[1] == 1):
+    if slope_prior is not None and fitted_slope(net) is None:
         raise ValueError("a slope prior needs a linear threshold network on one feature")
     if prior_weight is None:
         prior_weight = SLOPE_PRIOR_CASES / max(int(features.shape[0]), 1)
+    pull = slope_prior is not None and prior_weight > 0
+    if pull:  # the centred, scaled feature and the prior's weight in those units are fixed for the whole fit
+        z = (features[:, 0] - net.feature_mean[0]) / net.feature_scale[0]
+        w0 = slope_prior * net.feature_scale[0]
     loss = torch.zeros(())
     for _ in range(int(steps)):
         loss = torch.nn.functional.huber_loss(net.log_tau(features), y, delta=delta)
         total = loss
-        if slope_prior is not None and prior_weight > 0:
-            z = (features[:, 0] - net.feature_mean[0]) / net.feature_scale[0]
-            dev = (head.weight[0, 0] - slope_prior * net.feature_scale[0]) * z  # (s - s0) (x - mean x)
+        if pull:
+            dev = (net.head.weight[0, 0] - w0) * z  # (s - s0) (x - mean x)
             total = loss + prior_weight * torch.nn.functional.huber_loss(dev, torch.zeros_like(dev), delta=delta)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
