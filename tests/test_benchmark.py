@@ -70,6 +70,15 @@ def test_wilcoxon_p_value_edge_cases():
     assert T.wilcoxon_p(better, better - 0.1 - np.linspace(0, 0.05, 12)) < 0.01
 
 
+def test_range_ratio_and_how_far_one_case_moves_it():
+    # the widest oracle tau (3.0) belongs to a case T gives 1.5: without it the oracle range halves
+    ratio, drop = R._range_ratio([1.0, 1.2, 1.4, 1.5], [0.5, 1.0, 1.5, 3.0])
+    assert ratio == pytest.approx(0.5 / 2.5)
+    assert drop == pytest.approx([0.3 / 2.0, 0.4 / 1.0])  # leaving out the first case / the last case
+    assert R._range_ratio([1.0, 2.0], [1.0, 1.0]) == (None, None)  # every case wants the same tau
+    assert R._range_ratio([1.0, 2.0], [1.0, 3.0]) == (0.5, None)  # two cases: nothing to leave out
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
@@ -169,6 +178,11 @@ def test_quick_oracle_rows_dominate_their_twins(quick_run):
             oracle.append(grid[int(np.argmax(dice))])
         assert f["learned_tau_range"] == pytest.approx([min(learned), max(learned)], abs=1e-6)
         assert f["oracle_tau_range"] == pytest.approx([min(oracle), max(oracle)], abs=1e-9)
+        if np.ptp(oracle) > 0:
+            assert f["range_ratio"] == pytest.approx(np.ptp(learned) / np.ptp(oracle), rel=1e-6)
+            drop = [np.ptp(learned[:i] + learned[i + 1:]) / np.ptp(oracle[:i] + oracle[i + 1:])
+                    for i in range(len(oracle)) if np.ptp(oracle[:i] + oracle[i + 1:]) > 0]
+            assert f["range_ratio_drop_one"] == pytest.approx([min(drop), max(drop)], rel=1e-6)
         if min(learned + oracle) > 0 and np.ptp(oracle) > 0:
             assert f["tau_spread_ratio"] == pytest.approx(np.std(np.log(learned)) / np.std(np.log(oracle)), rel=1e-6)
         if f.get("spearman_learned_vs_oracle") is not None:

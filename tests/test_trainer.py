@@ -264,6 +264,16 @@ def test_default_upper_loop_gives_each_case_its_own_threshold(env):
         best_t, best_d = dice_optimal_threshold(a, les, b)
         assert _dice((a > t) & b, les) >= best_d - 0.03, (t, best_t)
     assert taus[0] > taus[1] + 0.3
+    # the slope the epoch reports is the one T applies: log tau against the log half-contrast threshold of the two
+    # cases; the constructed maps' own slope is 1, the prior's 0.59, so the fit lands strictly between them
+    from blogrr_nnu.tau import CONTRAST_SLOPE_PRIOR, half_contrast_threshold
+
+    x = [np.log(half_contrast_threshold(a, b)) for a, b, _ in built[:2]]
+    assert out["tau_slope"] == pytest.approx(np.log(taus[0] / taus[1]) / (x[0] - x[1]), rel=1e-3)
+    assert CONTRAST_SLOPE_PRIOR + 0.05 < out["tau_slope"] < 0.95
+    assert f"slope {out['tau_slope']:.2f}" in tr.epoch_summary({"lower_loss": 0.0, "lower_mse": 0.0}, out,
+                                                              {"val_pseudo_dice": 0.0, "val_gt_dice": 0.0,
+                                                               "val_healthy_flagged": 0.0})
     # a resumed run must refuse a checkpoint of the other threshold model
     path = os.path.join(tr.output_folder, "contrast.pth")
     tr.save_checkpoint(path)

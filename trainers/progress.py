@@ -8,7 +8,7 @@ from pathlib import Path
 from blogrr_nnu.image_io import atomic_write
 
 KEYS = ("epoch", "lower_loss", "lower_mse", "lower_tolerance", "upper_loss", "tau_mean", "upper_cases",
-        "upper_tau_error",
+        "upper_tau_error", "tau_slope",
         "val_healthy_mse", "val_healthy_flagged", "val_pseudo_dice", "val_gt_dice", "val_tau_error",
         "time_lower", "time_upper", "time_val", "ce", "contrastive")
 

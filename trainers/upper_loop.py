@@ -27,7 +27,7 @@ from torch import distributed as dist
 
 from blogrr_nnu import anomaly as A
 from blogrr_nnu.networks import MAP_THRESHOLD_MODELS
-from blogrr_nnu.tau import SLOPE_PRIORS, case_features, fit_threshold_regression, target_threshold
+from blogrr_nnu.tau import SLOPE_PRIORS, case_features, fit_threshold_regression, fitted_slope, target_threshold
 from blogrr_nnu.trainers.base_trainer import unwrap
 from blogrr_nnu.threshold_modes import resize_mask, slice_mean_tau
 
@@ -135,7 +135,7 @@ class StatsUpperLoop(UpperLoop):
             taus = t(feats.to(tr.device)).cpu()
         log_err = torch.log(taus / targets).abs()
         return {"upper_loss": loss, "tau_mean": float(taus.mean()), "upper_cases": len(ids),
-                "upper_tau_error": float(log_err.median())}
+                "upper_tau_error": float(log_err.median()), "tau_slope": fitted_slope(t)}
 
 
 @dataclass

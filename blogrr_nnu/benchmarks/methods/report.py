@@ -65,6 +65,7 @@ def derive(result: dict, ours: str | None) -> dict:
             o = [oracle[c] for c in cases]
             f["learned_tau_range"] = [min(learned), max(learned)]
             f["oracle_tau_range"] = [min(o), max(o)]
+            f["range_ratio"], f["range_ratio_drop_one"] = _range_ratio(learned, o)
             f["spearman_learned_vs_oracle"] = _spearman(learned, o)
             f["tau_spread_ratio"] = _spread_ratio(learned, o)
         fractions.append(f)
@@ -87,6 +88,22 @@ def _spread_ratio(learned, oracle) -> float | None:
     if len(lo) < 3 or min(lo.min(), oo.min()) <= 0 or np.ptp(oo) == 0:  # no log of a zero threshold
         return None
     return float(np.log(lo).std() / np.log(oo).std())
+
+
+def _range_ratio(learned, oracle) -> tuple[float | None, list[float] | None]:
+    """Width of the learned tau range over the width of the per-case oracle range, and its min and max over the
+    case sets that leave one test case out: a range hangs on the two most extreme cases, so one case can move it."""
+    lo, oo = (np.asarray(x, np.float64) for x in (learned, oracle))
+    if np.ptp(oo) == 0:
+        return None, None
+    keep = [np.arange(len(oo)) != i for i in range(len(oo))] if len(oo) >= 3 else []
+    drop = [float(np.ptp(lo[k]) / np.ptp(oo[k])) for k in keep if np.ptp(oo[k]) > 0]
+    return float(np.ptp(lo) / np.ptp(oo)), ([min(drop), max(drop)] if drop else None)
+
+
+def _ratio_with_interval(f) -> str:
+    r, d = f.get("range_ratio"), f.get("range_ratio_drop_one")
+    return _frac(r) if r is None or not d else f"{r:.2f} ({d[0]:.2f}-{d[1]:.2f})"
 
 
 def _range(r) -> str:
@@ -114,14 +131,16 @@ def tables(result: dict, derived: dict) -> list[dict]:
         fr = [[f["label"], f"{f['dice']:.3f}", _frac(f["learned_raw_dice"]), _frac(f["ub"]), _frac(f["oracle_case"]),
                _frac(f["fraction_of_oracle_case"]), _frac(f["fraction_of_dae_oracle_case"]),
                _frac(f["fraction_of_supervised"]), _frac(f[f"fraction_of_{CEILING}"]), _range(f.get("learned_tau_range")),
-               _range(f.get("oracle_tau_range")), _frac(f.get("tau_spread_ratio")),
+               _range(f.get("oracle_tau_range")), _ratio_with_interval(f), _frac(f.get("tau_spread_ratio")),
                _frac(f.get("spearman_learned_vs_oracle"))] for f in derived["fractions"]]
         out.append(table("BLOGRR against its ceilings (mean Dice) and how much its τ adapts per case",
                          ["BLOGRR", "Dice", "learned τ as a plain threshold", "best global τ, same maps",
                           "per-case oracle τ, same maps", "fraction of own per-case oracle",
                           "fraction of DAE per-case oracle", "fraction of full supervision (same budget)",
                           "fraction of converged full supervision", "learned τ range",
-                          "per-case oracle τ range", "τ spread, learned / oracle (sd of log τ)",
+                          "per-case oracle τ range",
+                          "range ratio, learned / oracle (leaving one case out: min-max)",
+                          "τ spread, learned / oracle (sd of log τ)",
                           "Spearman ρ (learned vs oracle τ)"], fr))
     tm = result["timing"]
     stock = tm.get("supervised")
