@@ -77,6 +77,11 @@ def test_range_ratio_and_how_far_one_case_moves_it():
     assert drop == pytest.approx([0.3 / 2.0, 0.4 / 1.0])  # leaving out the first case / the last case
     assert R._range_ratio([1.0, 2.0], [1.0, 1.0]) == (None, None)  # every case wants the same tau
     assert R._range_ratio([1.0, 2.0], [1.0, 3.0]) == (0.5, None)  # two cases: nothing to leave out
+    # optima spread twice as far (in log) as T's taus around the same line: slope 2; and T's own scale: 1
+    e = np.exp(1.0)
+    assert R._log_slope([1.0, e, e * e], [0.5, 0.5 * e ** 2, 0.5 * e ** 4]) == pytest.approx(2.0)
+    assert R._log_slope([1.0, 2.0, 4.0], [3.0, 6.0, 12.0]) == pytest.approx(1.0)
+    assert R._log_slope([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]) is None  # a constant T has no scale
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +190,14 @@ def test_quick_oracle_rows_dominate_their_twins(quick_run):
             assert f["range_ratio_drop_one"] == pytest.approx([min(drop), max(drop)], rel=1e-6)
         if min(learned + oracle) > 0 and np.ptp(oracle) > 0:
             assert f["tau_spread_ratio"] == pytest.approx(np.std(np.log(learned)) / np.std(np.log(oracle)), rel=1e-6)
+        if min(learned + oracle) > 0 and np.ptp(learned) > 0:
+            assert f["oracle_on_learned_slope"] == pytest.approx(np.polyfit(np.log(learned), np.log(oracle), 1)[0],
+                                                                 rel=1e-6)
+        # the per-case CSV carries both taus of every case (what a user checks a single case with)
+        with open(md.parent / f"{md.stem}_per_case.csv") as fh:
+            tau = {(r["case"], r["row"]): float(r["tau"]) for r in csv.DictReader(fh) if r["tau"]}
+        assert [tau[c, f["key"]] for c in data["test_cases"]] == pytest.approx(learned, abs=1e-6)
+        assert [tau[c, f"{f['key']}_oracle_case"] for c in data["test_cases"]] == pytest.approx(oracle, abs=1e-9)
         if f.get("spearman_learned_vs_oracle") is not None:
             assert f["spearman_learned_vs_oracle"] == pytest.approx(spearmanr(learned, oracle).statistic, abs=1e-9)
     assert rows["dae_ub"]["taus"][data["test_cases"][0]] == pytest.approx(

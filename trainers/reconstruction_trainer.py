@@ -129,8 +129,8 @@ class ReconstructionTrainer(BaseTrainer):
         slope = upper.get("tau_slope")  # a linear one-feature T (the contrast T): its slope on log input
         slope = f" slope {slope:.2f}" if slope is not None else ""
         return (f"lower {lower['lower_loss']:.4f} (mse {lower['lower_mse']:.4f}) | upper "
-                f"{upper.get('upper_loss', math.nan):.4f} tau {upper.get('tau_mean', math.nan):.3f}{slope} | val pseudo Dice "
-                f"{val['val_pseudo_dice']:.3f} GT Dice {val['val_gt_dice']:.3f} healthy flagged "
+                f"{upper.get('upper_loss', math.nan):.4f} tau {upper.get('tau_mean', math.nan):.3f}{slope} | "
+                f"val pseudo Dice {val['val_pseudo_dice']:.3f} GT Dice {val['val_gt_dice']:.3f} healthy flagged "
                 f"{val['val_healthy_flagged']:.4f}")
 
 

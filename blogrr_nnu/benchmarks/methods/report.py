@@ -68,6 +68,7 @@ def derive(result: dict, ours: str | None) -> dict:
             f["range_ratio"], f["range_ratio_drop_one"] = _range_ratio(learned, o)
             f["spearman_learned_vs_oracle"] = _spearman(learned, o)
             f["tau_spread_ratio"] = _spread_ratio(learned, o)
+            f["oracle_on_learned_slope"] = _log_slope(learned, o)
         fractions.append(f)
     ceiling = {k: (v / mean[CEILING] if mean.get(CEILING) else None) for k, v in mean.items()}
     return {"ours": ours, "p_values": p, "mean_dice": mean, "fractions": fractions, "fraction_of_ceiling": ceiling}
@@ -88,6 +89,16 @@ def _spread_ratio(learned, oracle) -> float | None:
     if len(lo) < 3 or min(lo.min(), oo.min()) <= 0 or np.ptp(oo) == 0:  # no log of a zero threshold
         return None
     return float(np.log(lo).std() / np.log(oo).std())
+
+
+def _log_slope(learned, oracle) -> float | None:
+    """Least-squares slope of log oracle tau on log learned tau over the cases: 1 when T's taus spread on the scale
+    the cases' optima do, above 1 when T is too flat (compresses), below 1 when it overshoots."""
+    lo, oo = (np.asarray(x, np.float64) for x in (learned, oracle))
+    if len(lo) < 3 or min(lo.min(), oo.min()) <= 0 or np.ptp(lo) == 0:
+        return None
+    x = np.log(lo) - np.log(lo).mean()
+    return float(x @ (np.log(oo) - np.log(oo).mean()) / (x @ x))
 
 
 def _range_ratio(learned, oracle) -> tuple[float | None, list[float] | None]:
@@ -132,7 +143,7 @@ def tables(result: dict, derived: dict) -> list[dict]:
                _frac(f["fraction_of_oracle_case"]), _frac(f["fraction_of_dae_oracle_case"]),
                _frac(f["fraction_of_supervised"]), _frac(f[f"fraction_of_{CEILING}"]), _range(f.get("learned_tau_range")),
                _range(f.get("oracle_tau_range")), _ratio_with_interval(f), _frac(f.get("tau_spread_ratio")),
-               _frac(f.get("spearman_learned_vs_oracle"))] for f in derived["fractions"]]
+               _frac(f.get("oracle_on_learned_slope")), _frac(f.get("spearman_learned_vs_oracle"))] for f in derived["fractions"]]
         out.append(table("BLOGRR against its ceilings (mean Dice) and how much its τ adapts per case",
                          ["BLOGRR", "Dice", "learned τ as a plain threshold", "best global τ, same maps",
                           "per-case oracle τ, same maps", "fraction of own per-case oracle",
@@ -141,6 +152,7 @@ def tables(result: dict, derived: dict) -> list[dict]:
                           "per-case oracle τ range",
                           "range ratio, learned / oracle (leaving one case out: min-max)",
                           "τ spread, learned / oracle (sd of log τ)",
+                          "slope of log oracle τ on log learned τ (1: T's scale right; > 1: too flat)",
                           "Spearman ρ (learned vs oracle τ)"], fr))
     tm = result["timing"]
     stock = tm.get("supervised")
@@ -230,13 +242,16 @@ def csv_files(result: dict, derived: dict) -> dict[str, str]:
     summary = [[r["key"], r["label"], r["group"], int(r["oracle"]), r["summary"]["dice"]["mean"],
                 r["summary"]["dice"]["std"], r["summary"]["hd95_mm"]["mean"], r["summary"]["hd95_mm"]["std"],
                 r["summary"]["hd95_mm"]["n_nan"], derived["p_values"][r["key"]], r["folder"]] for r in result["rows"]]
-    per_case = [[c, r["key"], r["per_case"][c]["dice"], r["per_case"][c]["hd95_mm"]]
+    learned = {c["group"]: dict(zip(result["test_cases"], c["learned_taus"]))
+               for c in result["curves"] if c.get("learned_taus")}  # BLOGRR: T's tau of each case
+    per_case = [[c, r["key"], r["per_case"][c]["dice"], r["per_case"][c]["hd95_mm"],
+                 r.get("taus", learned.get(r["key"], {})).get(c, "")]
                 for r in result["rows"] for c in result["test_cases"]]
     timing = [[k, t.get("seconds"), t.get("iterations"), t.get("seconds_per_iteration"), t["predict_seconds_per_case"],
                int(bool(t.get("trained_now")))] for k, t in result["timing"].items()]
     return {"": _csv_text(["row", "method", "group", "oracle", "dice_mean", "dice_std", "hd95_mean_mm", "hd95_std_mm",
                            "hd95_undefined", "p_vs_ours", "masks"], summary),
-            "_per_case": _csv_text(["case", "row", "dice", "hd95_mm"], per_case),
+            "_per_case": _csv_text(["case", "row", "dice", "hd95_mm", "tau"], per_case),
             "_timing": _csv_text(["method", "train_s", "training_iterations", "s_per_iteration", "predict_s_per_case",
                                   "trained_in_this_run"], timing)}
 
