@@ -280,3 +280,31 @@ def test_default_upper_loop_gives_each_case_its_own_threshold(env):
     other = _trainer(pseudo_label="gmm", threshold_model="reference")
     with pytest.raises(ValueError, match="threshold network is 'contrast'"):
         other.load_checkpoint(path)
+
+
+def test_blogrr_predict_gives_a_training_case_the_tau_t_learned_for_it(env, pre_root, tmp_path):
+    """T is fitted on the trainer's maps (stored grid) and applied to the predictor's (raw NIfTI in, registration,
+    preprocessing, sliding window): on the fold's own tumour training cases the two must agree, or T's fit would be
+    off by whatever the two pipelines differ by (a different smoothing, normalisation or crop shifts every tau)."""
+    import json
+
+    from blogrr_nnu.commands.predict import main as predict_main
+
+    tr = _trainer(epochs=2, iters=3, pseudo_label="gmm")  # default T (contrast), default upper-loop steps
+    tr.run_training()
+    assert tr.tau_initialised
+    ids = [c.case_id for c in tr.tumor_train]
+    train_tau = {k: float(tr.case_tau(c, m)[0]) for k, c, m in zip(ids, tr.tumor_train, tr.upper_loop.anomaly_maps())}
+    assert np.ptp(list(train_tau.values())) > 0.01  # the cases get taus of their own, so agreement means something
+    src = pre_root / "raw" / DATASET / "imagesTrTumor"
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for k in ids:
+        for f in src.glob(f"{k}_*.nii.gz"):
+            (inp / f.name).symlink_to(f)
+    out = tmp_path / "out"
+    assert predict_main(["-i", str(inp), "-o", str(out), "-m", os.path.dirname(str(tr.output_folder)), "-f", "0",
+                         "-device", "cpu", "--save_anomaly_maps"]) == 0
+    for k in ids:
+        pred_tau = json.loads((out / "anomaly_maps" / f"{k}.json").read_text())["tau"]
+        assert pred_tau == pytest.approx(train_tau[k], rel=1e-3), (k, pred_tau, train_tau[k])
