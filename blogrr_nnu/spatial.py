@@ -104,6 +104,13 @@ class CaseSpace:
         (x0, x1), (y0, y1), (z0, z1) = self.bbox
         return np.ascontiguousarray(np.transpose(grid_array[x0:x1, y0:y1, z0:z1], self.transpose_forward))
 
+    def grid_to_stored(self, grid_array: np.ndarray) -> np.ndarray:
+        """Full template-aligned grid ``(X, Y, Z)`` -> this case's stored (cropped, transposed) array; the inverse of
+        :meth:`uncrop` (e.g. a map shared by every case of a configuration, such as a normative map)."""
+        if tuple(grid_array.shape) != tuple(self.grid.shape):
+            raise ValueError(f"array shape {tuple(grid_array.shape)} is not the grid's {tuple(self.grid.shape)}")
+        return self._crop_transpose(grid_array)
+
     def image_to_training(self, channel: np.ndarray) -> np.ndarray:
         """Native ``(X, Y, Z)`` intensities -> stored (cropped, transposed) float32, linear interpolation."""
         return self._crop_transpose(self._to_grid(channel, linear=True)).astype(np.float32)

@@ -252,3 +252,48 @@ def test_report_volume_threshold_flags_the_stated_volume():
     assert report_volume_threshold(amap, brain, [12.0, 24.0, 18.0], spacing) == t
     assert report_volume_threshold(amap, brain, None, spacing) is None
     assert report_volume_threshold(amap, brain, [80.0, 80.0, 80.0], spacing) is None
+
+
+def _space(bbox, grid_shape=(12, 14, 10)):
+    import SimpleITK as sitk
+
+    from blogrr_nnu.image_io import Geometry
+    from blogrr_nnu.spatial import CaseSpace
+
+    g = Geometry((3.0, 3.0, 3.0), (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0), grid_shape)
+    return CaseSpace(g, sitk.AffineTransform(3), g, [list(b) for b in bbox], (2, 0, 1))
+
+
+def test_normative_map_removes_what_every_brain_has_and_keeps_the_lesion():
+    """--normative (blogrr_threshold_targets): a bright structure at the same template voxels in every case (as the
+    ventricles' reconstruction errors) outshines a dim lesion, so no threshold separates them; the healthy cases'
+    mean map, placed through each case's own crop, removes it and the lesion's best Dice goes to ~1."""
+    from blogrr_nnu.trainers.target_diagnostic import mean_map_on_grid, subtract_normative
+
+    rng = np.random.default_rng(0)
+    shape = (12, 14, 10)
+    shared = np.zeros(shape)
+    shared[4:7, 5:9, 3:6] = 2.0  # the structure every brain has
+    boxes = [((1, 11), (1, 13), (1, 9)), ((2, 12), (0, 13), (1, 10)), ((1, 12), (1, 14), (0, 9))]
+    spaces = [_space(b, shape) for b in boxes]
+    healthy = [sp.grid_to_stored(shared + 0.05 * rng.standard_normal(shape)) for sp in spaces]
+    brains = [np.ones(sp.cropped_shape, np.uint8) for sp in spaces]
+    mean = mean_map_on_grid(healthy, brains, spaces)
+    assert mean.shape == shape
+    inside = np.zeros(shape, bool)
+    for (x0, x1), (y0, y1), (z0, z1) in boxes:
+        inside[x0:x1, y0:y1, z0:z1] = True
+    assert np.abs(mean - shared)[inside].max() < 0.2 and np.all(mean[~inside] == 0)  # no case covers: 0
+    # a tumour case with its own crop: the lesion (1.5) is dimmer than the shared structure (2.0)
+    sp = _space(((2, 11), (1, 13), (1, 10)), shape)
+    lesion_grid = np.zeros(shape, bool)
+    lesion_grid[7:10, 2:5, 5:8] = True
+    amap = sp.grid_to_stored(shared + 1.5 * lesion_grid + 0.05 * rng.standard_normal(shape))
+    label, brain = sp.grid_to_stored(lesion_grid), np.ones(sp.cropped_shape, bool)
+    before = dice_optimal_threshold(amap, label, brain)[1]
+    case = {"case": "t0", "amap": torch.from_numpy(amap.astype(np.float32))[None], "case_space": sp.to_dict()}
+    after_map = subtract_normative([case], mean)[0]["amap"][0].numpy()
+    after = dice_optimal_threshold(after_map, label, brain)[1]
+    assert before < 0.75 < 0.95 < after, (before, after)
+    with pytest.raises(ValueError, match="is not the grid's"):
+        sp.grid_to_stored(mean[:-1])

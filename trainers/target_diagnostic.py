@@ -16,6 +16,10 @@ read), on the anomaly maps of a trained reconstruction network:
   left-out case.
 
 A target whose tau*_P does not track tau*_GT cannot teach any T a per-case threshold, however T is built.
+
+With ``blogrr_threshold_targets --normative`` every map first has the fold's healthy training cases' mean map subtracted, voxel
+by voxel on the template grid that every case is registered to (:func:`healthy_mean_map`): a study of what a
+normative anomaly map would give; the product's maps are not normalised.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ from blogrr_nnu.checkpoint import load_checkpoint
 from blogrr_nnu.splits import case_roles, fold_keys, load_or_create_splits
 from blogrr_nnu.trainers.upper_loop import StatsUpperLoop
 from blogrr_nnu.metrics import dice as mask_dice
+from blogrr_nnu.spatial import CaseSpace
 
 # target name -> (seg channel, how tau*_P is read off it)
 TARGETS = {
@@ -57,12 +62,11 @@ def _rho(a, b) -> float:
     return float(spearmanr(a[ok], b[ok])[0]) if ok.sum() >= 3 else float("nan")
 
 
-def case_maps(run_folder: Path, data_folder: Path, preprocessed_base: Path, fold: str) -> list[dict]:
-    """Anomaly map, brain, label and every pseudo-label of each labelled tumour training case of the fold.
+def _reconstruction(run_folder: Path, fold: str):
+    """The run's trained reconstruction network (eval mode, CPU) and a function: stored case -> ``(1, *S)`` map.
 
     Raises:
         FileNotFoundError: no final checkpoint in the run folder's fold.
-        ValueError: no tumour training case with a label in the fold.
     """
     ckpt_path = run_folder / f"fold_{fold}" / "checkpoint_final.pth"
     if not ckpt_path.is_file():
@@ -73,23 +77,85 @@ def case_maps(run_folder: Path, data_folder: Path, preprocessed_base: Path, fold
     net = build_reconstruction_network(cfg, len(dj["channel_names"]))
     net.load_state_dict(load_checkpoint(ckpt_path, "cpu")["network_weights"])
     net.eval()
+
+    def amap_of(case):
+        with torch.no_grad():
+            return case_anomaly_map(net, case, cfg["patch_size"], cfg["blogrr"], torch.device("cpu"),
+                                    strides=cfg["architecture"]["arch_kwargs"]["strides"])[1]
+    return amap_of
+
+
+def case_maps(run_folder: Path, data_folder: Path, preprocessed_base: Path, fold: str) -> list[dict]:
+    """Anomaly map, brain, label and every pseudo-label of each labelled tumour training case of the fold.
+
+    Raises:
+        FileNotFoundError: no final checkpoint in the run folder's fold.
+        ValueError: no tumour training case with a label in the fold.
+    """
+    amap_of = _reconstruction(run_folder, fold)
     keys = fold_keys(load_or_create_splits(preprocessed_base, data_folder), fold, case_roles(data_folder))
     out = []
     for k in keys["tumor_train"]:
         case = load_whole_case(data_folder, k, "pseudo_report")
         if case.label is None:
             continue
-        with torch.no_grad():
-            _, amap = case_anomaly_map(net, case, cfg["patch_size"], cfg["blogrr"], torch.device("cpu"),
-                                       strides=cfg["architecture"]["arch_kwargs"]["strides"])
-        entry = {"case": k, "amap": amap, "brain": case.brain, "label": case.label[0].numpy(),
-                 "size_mm": (case.props.get("report") or {}).get("size_mm"), "spacing": case.props["spacing"]}
+        entry = {"case": k, "amap": amap_of(case), "brain": case.brain, "label": case.label[0].numpy(),
+                 "size_mm": (case.props.get("report") or {}).get("size_mm"), "spacing": case.props["spacing"],
+                 "case_space": case.props.get("case_space")}
         for channel in {c for c, _ in TARGETS.values()}:
             entry[channel] = load_whole_case(data_folder, k, channel).target[0].numpy()
         out.append(entry)
     if not out:
         raise ValueError(f"{data_folder}: no tumour training case of fold {fold} has a label (labelsTrTumor/); the "
                          "diagnostic compares pseudo-labels with training labels")
+    return out
+
+
+def mean_map_on_grid(maps: list[np.ndarray], brains: list[np.ndarray], spaces: list[CaseSpace]) -> np.ndarray:
+    """Mean of stored-grid maps over the cases whose brain covers each voxel of the shared template grid (0 where
+    none does)."""
+    total = np.zeros(spaces[0].grid.shape, np.float64)
+    count = np.zeros(spaces[0].grid.shape, np.float64)
+    for a, b, sp in zip(maps, brains, spaces):
+        inside = sp.uncrop(np.asarray(b, np.float32)) > 0
+        total += np.where(inside, sp.uncrop(np.asarray(a, np.float32)), 0.0)
+        count += inside
+    return total / np.maximum(count, 1)
+
+
+def healthy_mean_map(run_folder: Path, data_folder: Path, preprocessed_base: Path, fold: str) -> np.ndarray:
+    """The normative map: :func:`mean_map_on_grid` of the run's maps of the fold's healthy *training* cases (the
+    cases its reconstruction network was trained on), on the configuration's template grid.
+
+    Raises:
+        ValueError: the fold has no healthy training case, or a case was preprocessed without its case space.
+    """
+    amap_of = _reconstruction(run_folder, fold)
+    keys = fold_keys(load_or_create_splits(preprocessed_base, data_folder), fold, case_roles(data_folder))
+    if not keys["healthy_train"]:
+        raise ValueError(f"{data_folder}: fold {fold} has no healthy training case for a normative map")
+    maps, brains, spaces = [], [], []
+    for k in keys["healthy_train"]:
+        case = load_whole_case(data_folder, k, "pseudo_report")
+        maps.append(amap_of(case)[0].numpy())
+        brains.append(case.brain[0].numpy())
+        spaces.append(_case_space(case.props, k))
+    return mean_map_on_grid(maps, brains, spaces)
+
+
+def _case_space(props: dict | None, case_id: str) -> CaseSpace:
+    if not props or not props.get("case_space"):
+        raise ValueError(f"{case_id}: preprocessed without its case space (re-run blogrr_plan_and_preprocess)")
+    return CaseSpace.from_dict(props["case_space"])
+
+
+def subtract_normative(cases: list[dict], mean_grid: np.ndarray) -> list[dict]:
+    """:func:`case_maps`' cases with the normative map (template grid) subtracted from each map, on its own crop."""
+    out = []
+    for c in cases:
+        sp = _case_space({"case_space": c.get("case_space")}, c["case"])
+        shared = torch.from_numpy(sp.grid_to_stored(mean_grid).astype(np.float32))[None]
+        out.append({**c, "amap": c["amap"] - shared})
     return out
 
 

@@ -16,6 +16,7 @@ EXAMPLES = """examples:
   blogrr_threshold_targets -d 501 -o targets.json
   blogrr_threshold_targets -d 501 --feature_study      # also: which map statistics should T see?
   blogrr_threshold_targets -d 501 --threshold_model stats   # leave-one-out with the quantile T
+  blogrr_threshold_targets -d 501 --normative          # the same on maps minus the healthy cases' mean map
 
 Reads only the tumour training cases of the fold that have a label (labelsTrTumor/), never test cases.
 The run must be trained first (e.g. blogrr_train 501 0 -tr dae)."""
@@ -40,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--feature_study", action="store_true",
                         help="also compare candidate inputs of a map threshold network (leave-one-out; how the "
                         "default inputs were chosen, docs/training.md)")
+    parser.add_argument("--normative", action="store_true",
+                        help="a study: subtract the mean map of the fold's healthy training cases from every map, "
+                        "voxel by voxel on the template grid, before everything else (the product's maps are not "
+                        "normalised; docs/training.md)")
     parser.add_argument("-o", "--output", default=None, help="also write the table's numbers and every case as JSON")
     parser.add_argument("--preprocessed", default=None, help="preprocessed root (default $BLOGRR_preprocessed ...)")
     parser.add_argument("--results", default=None, help="results root (default $BLOGRR_results ...)")
@@ -54,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     from blogrr_nnu.paths import DatasetNotFoundError, preprocessed_root, resolve_dataset, results_root
     from blogrr_nnu.planners.api import load_plans
     from blogrr_nnu.planners.planner import PLANS_NAME
-    from blogrr_nnu.trainers.target_diagnostic import case_maps, diagnose, feature_markdown, feature_study, markdown
+    from blogrr_nnu.trainers.target_diagnostic import (case_maps, diagnose, feature_markdown, feature_study,
+                                                       healthy_mean_map, markdown, subtract_normative)
 
     try:
         pre = resolve_dataset(args.dataset, preprocessed_root(args.preprocessed))
@@ -68,10 +74,14 @@ def main(argv: list[str] | None = None) -> int:
             raise FileNotFoundError(f"{run}: no such run; train it first (blogrr_train {pre.name} {args.fold} -c "
                                     f"{args.configuration} -tr dae)")
         cases = case_maps(run, data, pre, args.fold)
+        if args.normative:
+            cases = subtract_normative(cases, healthy_mean_map(run, data, pre, args.fold))
         result = diagnose(cases, args.threshold_model)
+        result["normative"] = bool(args.normative)
     except (DatasetNotFoundError, ValueError, FileNotFoundError) as exc:
         return fail(PROG, str(exc))
-    print(f"{pre.name} {args.configuration} fold {args.fold}, maps of {run.name}")
+    print(f"{pre.name} {args.configuration} fold {args.fold}, maps of {run.name}"
+          + (" minus the mean map of the fold's healthy training cases (--normative)" if args.normative else ""))
     print(markdown(result))
     if args.feature_study:
         result["feature_study"] = feature_study(cases, result)
