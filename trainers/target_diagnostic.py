@@ -17,9 +17,9 @@ read), on the anomaly maps of a trained reconstruction network:
 
 A target whose tau*_P does not track tau*_GT cannot teach any T a per-case threshold, however T is built.
 
-With ``blogrr_threshold_targets --normative`` every map first has the fold's healthy training cases' mean map subtracted, voxel
-by voxel on the template grid that every case is registered to (:func:`healthy_mean_map`): a study of what a
-normative anomaly map would give; the product's maps are not normalised.
+With ``blogrr_threshold_targets --normative`` every map first has the fold's healthy training cases' mean map
+subtracted, voxel by voxel on the template grid that every case is registered to (:func:`healthy_mean_map`): a study
+of what a normative anomaly map would give; the product's maps are not normalised.
 """
 from __future__ import annotations
 
