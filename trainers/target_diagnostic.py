@@ -139,21 +139,22 @@ def healthy_mean_map(run_folder: Path, data_folder: Path, preprocessed_base: Pat
         case = load_whole_case(data_folder, k, "pseudo_report")
         maps.append(amap_of(case)[0].numpy())
         brains.append(case.brain[0].numpy())
-        spaces.append(_case_space(case.props, k))
+        spaces.append(_case_space(case.props.get("case_space"), k))
     return mean_map_on_grid(maps, brains, spaces)
 
 
-def _case_space(props: dict | None, case_id: str) -> CaseSpace:
-    if not props or not props.get("case_space"):
+def _case_space(stored: dict | None, case_id: str) -> CaseSpace:
+    """A case's :class:`CaseSpace` from its stored properties' ``case_space``."""
+    if not stored:
         raise ValueError(f"{case_id}: preprocessed without its case space (re-run blogrr_plan_and_preprocess)")
-    return CaseSpace.from_dict(props["case_space"])
+    return CaseSpace.from_dict(stored)
 
 
 def subtract_normative(cases: list[dict], mean_grid: np.ndarray) -> list[dict]:
     """:func:`case_maps`' cases with the normative map (template grid) subtracted from each map, on its own crop."""
     out = []
     for c in cases:
-        sp = _case_space({"case_space": c.get("case_space")}, c["case"])
+        sp = _case_space(c.get("case_space"), c["case"])
         shared = torch.from_numpy(sp.grid_to_stored(mean_grid).astype(np.float32))[None]
         out.append({**c, "amap": c["amap"] - shared})
     return out

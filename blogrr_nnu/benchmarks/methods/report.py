@@ -82,23 +82,30 @@ def _spearman(a, b) -> float | None:
     return float(spearmanr(a, b).statistic)
 
 
+def _log_taus(learned, oracle) -> tuple[np.ndarray, np.ndarray] | None:
+    """log of both tau lists, or ``None`` where they cannot be compared in log (under 3 cases, a threshold <= 0)."""
+    lo, oo = (np.asarray(x, np.float64) for x in (learned, oracle))
+    if len(lo) < 3 or min(lo.min(), oo.min()) <= 0:
+        return None
+    return np.log(lo), np.log(oo)
+
+
 def _spread_ratio(learned, oracle) -> float | None:
     """sd of log learned tau over sd of log oracle tau: how much of the per-case spread T gives, less driven by
     the two most extreme cases than the ranges are."""
-    lo, oo = (np.asarray(x, np.float64) for x in (learned, oracle))
-    if len(lo) < 3 or min(lo.min(), oo.min()) <= 0 or np.ptp(oo) == 0:  # no log of a zero threshold
+    logs = _log_taus(learned, oracle)
+    if logs is None or np.ptp(logs[1]) == 0:
         return None
-    return float(np.log(lo).std() / np.log(oo).std())
+    return float(logs[0].std() / logs[1].std())
 
 
 def _log_slope(learned, oracle) -> float | None:
     """Least-squares slope of log oracle tau on log learned tau over the cases: 1 when T's taus spread on the scale
     the cases' optima do, above 1 when T is too flat (compresses), below 1 when it overshoots."""
-    lo, oo = (np.asarray(x, np.float64) for x in (learned, oracle))
-    if len(lo) < 3 or min(lo.min(), oo.min()) <= 0 or np.ptp(lo) == 0:
+    logs = _log_taus(learned, oracle)
+    if logs is None or np.ptp(logs[0]) == 0:
         return None
-    x = np.log(lo) - np.log(lo).mean()
-    return float(x @ (np.log(oo) - np.log(oo).mean()) / (x @ x))
+    return float(np.polyfit(logs[0], logs[1], 1)[0])
 
 
 def _range_ratio(learned, oracle) -> tuple[float | None, list[float] | None]:
