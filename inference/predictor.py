@@ -17,9 +17,8 @@ after fold, ``manual_initialization``), and replace:
   network, soft mask ``sigmoid(k (A - tau))`` averaged over folds, threshold 0.5, removal of tiny
   components, and the way back to the input's native grid (:class:`blogrr_nnu.spatial.CaseSpace`).
 
-What differs between kinds of run (reconstruction + threshold, segmentation network, GMM without a network) is
-one small strategy each (:mod:`blogrr_nnu.inference.strategies`); the predictor keeps registration,
-preprocessing, the ensemble over folds and the export.
+What differs between kinds of run (reconstruction + threshold, segmentation network, GMM without a network) is one small
+strategy each (:mod:`blogrr_nnu.inference.strategies`); the predictor keeps registration, preprocessing, folds, export.
 """
 from __future__ import annotations
 
@@ -215,6 +214,8 @@ class BlogrrPredictor(nnUNetPredictor):
                                        axes)
             return
         self.strategy = ReconstructionStrategy()
+        if problem := self.strategy.check_maps(checkpoints):
+            raise ModelFolderError(f"{trainer_name}: {problem}")
         network = build_reconstruction_network(cm.configuration, n_ch)
         trained_t = [bool(c.get("tau_initialised")) and "threshold_weights" in c for c in checkpoints]
         if self.fixed_threshold is None and not all(trained_t):
@@ -333,7 +334,7 @@ class BlogrrPredictor(nnUNetPredictor):
         spacing = spacing_xyz(self.plans_manager.plans, self.configuration_name)
         space, image, brain, _ = prepare_case(data, geometry, reg.case_to_template, spacing,
                                               self.plans_manager.transpose_forward)
-        soft, amap_mean, taus = self.predict_preprocessed(image, brain, space_spacing(space))
+        soft, amap_mean, taus = self.predict_preprocessed(image, brain, space_spacing(space), space)
         per_slice = self.threshold_mode is not None and self.threshold_mode.per_slice
         hard, removed = self.remove_small_components(soft >= 0.5, space_spacing(space))
         # zero the removed components only; the soft values around kept ones still shape their borders
@@ -352,14 +353,15 @@ class BlogrrPredictor(nnUNetPredictor):
             "min_component_ml": self.min_component_ml,
             "folds": self.used_folds or [str(i) for i in range(len(self.strategy.members(self)))],
             "registration": {"metric": reg.metric, "brain_dice": reg.brain_dice},
-            "anomaly_units": self.strategy.anomaly_units(),
+            "anomaly_units": self.strategy.anomaly_units(self),
         }
         if per_slice:
             info["tau_per_slice_range"] = [float(np.min(taus)), float(np.max(taus))]
         return CasePrediction(mask, amap_native.astype(np.float32), geometry, tau_mean, info)
 
     @torch.inference_mode()
-    def predict_preprocessed(self, image: np.ndarray, brain: np.ndarray, spacing) -> tuple[np.ndarray, np.ndarray, list]:
+    def predict_preprocessed(self, image: np.ndarray, brain: np.ndarray, spacing,
+                             space=None) -> tuple[np.ndarray, np.ndarray, list]:
         """The folds' mean soft mask and anomaly map of a case already on the stored grid, and each fold's tau.
 
         What :meth:`predict_case` does between preprocessing and the way back to the native grid; also what the
@@ -367,12 +369,13 @@ class BlogrrPredictor(nnUNetPredictor):
 
         Args:
             image: ``(C, *S)`` float32 normalised image; brain: ``(*S)`` mask; spacing: voxel size, stored axis order.
+            space: the case's :class:`~blogrr_nnu.spatial.CaseSpace` or its stored dict (normative maps need its crop).
 
         Returns:
             ``(soft (*S) float32 in [0, 1], anomaly map (*S) float32, taus: one list per fold)``.
         """
         case = WholeCase("input", torch.from_numpy(image), torch.from_numpy(brain[None] > 0),
-                         torch.zeros((1, *brain.shape)), None, {})
+                         torch.zeros((1, *brain.shape)), None, {"case_space": space})
         soft_sum = torch.zeros((1, *brain.shape))
         amap_sum = torch.zeros((1, *brain.shape))
         taus = []

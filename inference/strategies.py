@@ -6,7 +6,7 @@ grid, the JSON account) and asks its strategy for the rest:
 
 | strategy | members (ensembled) | map | soft mask | tau |
 |---|---|---|---|---|
-| :class:`ReconstructionStrategy` (BLOGRR, DAE) | trained folds | anomaly map of R's reconstruction | ``sigmoid(k (A - tau))`` in the brain | threshold network, or a fixed value |
+| :class:`ReconstructionStrategy` (BLOGRR, DAE) | trained folds | anomaly map of R's reconstruction (normative runs: minus the fold's mean map) | ``sigmoid(k (A - tau))`` in the brain | threshold network, or a fixed value |
 | :class:`SegmentationStrategy` (CGC, stock nnU-Net) | trained folds | tumour probability (softmax) | the probability | 0.5 |
 | :class:`GMMStrategy` (GMM w/ threshold) | the healthy intensity model (no network) | atypicality | the GMM pseudo-label | 0 |
 """
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from blogrr_nnu import gmm as G
+from blogrr_nnu import normative as N
 from blogrr_nnu.cases import WholeCase, anomaly_from_reconstruction
 
 # runs whose network segments (2 output channels, softmax) instead of reconstructing
@@ -39,12 +40,24 @@ class Strategy:
     def threshold_source(self, predictor) -> str:
         raise NotImplementedError
 
-    def anomaly_units(self) -> str:
+    def anomaly_units(self, predictor) -> str:
         raise NotImplementedError
 
 
 class ReconstructionStrategy(Strategy):
     """BLOGRR and DAE runs: reconstruction, anomaly map, tau per case (or slice), soft mask."""
+
+    @staticmethod
+    def check_maps(checkpoints: list[dict]) -> str | None:
+        """Why the folds cannot be ensembled for their maps, or None."""
+        normative = {bool(c.get("normative", False)) for c in checkpoints}
+        if len(normative) > 1:
+            return ("some folds were trained on normative maps and some on plain ones; their maps are on different "
+                    "scales and cannot be ensembled")
+        if normative.pop() and not all(c.get("normative_map") is not None for c in checkpoints):
+            return ("a checkpoint on normative maps without its mean map (stopped before the first upper loop); train "
+                    "it further (blogrr_train ... --c)")
+        return None
 
     def predict(self, predictor, case, member, spacing):
         predictor.network.load_state_dict(member["network_weights"])
@@ -52,6 +65,11 @@ class ReconstructionStrategy(Strategy):
             predictor.threshold_network.load_state_dict(member["threshold_weights"])
         out = predictor.predict_sliding_window_return_logits(case.data)
         amap = anomaly_from_reconstruction(case, out, predictor.blogrr)
+        if member.get("normative_map") is not None:  # a run on normative maps: minus its fold's mean map, as in training
+            if case.props.get("case_space") is None:
+                raise ValueError("a run on normative maps subtracts its mean map on the case's crop of the template grid: "
+                                 "give predict_preprocessed the case's CaseSpace (space=...)")
+            amap = N.subtract(amap, member["normative_map"], case.props["case_space"], case.case_id)
         mode = predictor.threshold_mode  # what a case's tau is, and its shape (blogrr_nnu.threshold_modes)
         if predictor.fixed_threshold is not None:
             tau = mode.constant(predictor.fixed_threshold, amap)
@@ -66,8 +84,11 @@ class ReconstructionStrategy(Strategy):
         return (f"threshold network ({predictor.threshold_model}"
                 + (f", {predictor.threshold_input})" if predictor.threshold_model == "reference" else ")"))
 
-    def anomaly_units(self) -> str:
-        return "robust z-score of the case (median / (IQR / 1.349)) per channel, averaged over channels"
+    def anomaly_units(self, predictor) -> str:
+        units = "robust z-score of the case (median / (IQR / 1.349)) per channel, averaged over channels"
+        if any(m.get("normative_map") is not None for m in predictor.list_of_parameters):
+            units += ", minus the healthy training cases' mean map (normative maps)"
+        return units
 
 
 class SegmentationStrategy(Strategy):
@@ -87,7 +108,7 @@ class SegmentationStrategy(Strategy):
     def threshold_source(self, predictor) -> str:
         return f"segmentation network ({SEGMENTATION_METHODS[self.method]}): tumour probability >= 0.5"
 
-    def anomaly_units(self) -> str:
+    def anomaly_units(self, predictor) -> str:
         return "tumour probability"
 
 
@@ -109,5 +130,5 @@ class GMMStrategy(Strategy):
     def threshold_source(self, predictor) -> str:
         return "GMM components atypical for healthy brains (no network)"
 
-    def anomaly_units(self) -> str:
+    def anomaly_units(self, predictor) -> str:
         return "atypicality: healthy log-likelihood threshold minus log-likelihood"

@@ -110,7 +110,8 @@ def test_quick_table_equals_blogrr_evaluate_on_the_same_masks(quick_run, tmp_pat
     expected = {"blogrr", "blogrr_gmm", "blogrr_fused", "blogrr_stats", "blogrr_reference", "dae_sb_p99", "dae_sb_p95", "dae_sb_fpr1",
                 "dae_sb_fpr5", "dae_ub", "dae_oracle_case", "blogrr_oracle_case", "blogrr_reference_oracle_case", "cgc",
                 "cgc_fused", "supervised", "supervised_10x", "gmm", "intensity_flair_ub", "intensity_flair_oracle_case",
-                "intensity_flair_sb_p99"}
+                "intensity_flair_sb_p99", "blogrr_plain", "blogrr_plain_oracle_case", "dae_normative_sb_p99",
+                "dae_normative_oracle_case"}
     assert expected <= set(rows)
     text = md.read_text()
     for key, row in rows.items():

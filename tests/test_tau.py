@@ -297,3 +297,38 @@ def test_normative_map_removes_what_every_brain_has_and_keeps_the_lesion():
     assert before < 0.75 < 0.95 < after, (before, after)
     with pytest.raises(ValueError, match="is not the grid's"):
         sp.grid_to_stored(mean[:-1])
+
+
+def test_normative_mean_weighs_recent_healthy_maps_more_and_resumes_exactly():
+    """blogrr_train on normative maps keeps a recency-weighted mean of the healthy maps (R's errors shrink as it trains):
+    a map recorded one epoch later weighs 1 / DECAY_PER_EPOCH times more; voxels no healthy brain covers get 0;
+    the checkpoint state restores the same mean."""
+    import torch
+
+    from blogrr_nnu.cases import WholeCase
+    from blogrr_nnu.normative import DECAY_PER_EPOCH, NormativeMaps
+
+    shape = (12, 14, 10)
+    sp = _space(((1, 11), (1, 13), (1, 9)), shape)
+    brain = np.zeros(sp.cropped_shape, bool)
+    brain[1:-1, 1:-1, 1:-1] = True
+
+    def case(value):
+        data = torch.full((1, *sp.cropped_shape), float(value))
+        return WholeCase("h", data, torch.from_numpy(brain[None]), torch.zeros(1, *sp.cropped_shape), None,
+                         {"case_space": sp.to_dict()})
+
+    nm = NormativeMaps()
+    nm.record(case(1.0), case(1.0).data)
+    nm.decay()
+    nm.record(case(3.0), case(3.0).data)
+    nm.update_mean()
+    inside = sp.uncrop(brain.astype(np.float32)) > 0
+    g = DECAY_PER_EPOCH
+    assert np.allclose(nm.mean[inside], (g * 1.0 + 3.0) / (g + 1.0)) and nm.mean[inside].min() > 2.0
+    assert np.all(nm.mean[~inside] == 0)
+    again = NormativeMaps()
+    again.load_state({k: v.clone() for k, v in nm.state().items()})
+    assert np.array_equal(again.mean, nm.mean) and np.array_equal(again.sum, nm.sum)
+    shifted = again.subtract(case(3.0), case(3.0).data)
+    assert np.allclose(shifted[0].numpy()[brain], 3.0 - (g + 3.0) / (g + 1.0))

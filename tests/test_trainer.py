@@ -1,6 +1,7 @@
 """BlogrrTrainer on tiny template-made data: R learns, T learns, exact resume, safe checkpoints, DDP."""
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -86,14 +87,17 @@ def test_reference_threshold_moves_toward_the_dice_optimal_value(env):
     assert abs(end - optimum) < 0.5 * abs(start - optimum), (start, end, optimum)
 
 
-def test_resume_after_kill_matches_uninterrupted_run(env, monkeypatch):
+@pytest.mark.parametrize("normative", [False, True])
+def test_resume_after_kill_matches_uninterrupted_run(env, monkeypatch, normative):
+    """Also on normative maps: the recency-weighted sums behind the mean map are in the checkpoint, so the resumed run
+    subtracts the same mean as the uninterrupted one."""
     monkeypatch.setenv("BLOGRR_results", str(env / "uninterrupted"))
-    straight = _trainer(epochs=2, iters=3, upper=2)
+    straight = _trainer(epochs=2, iters=3, upper=2, normative=normative)
     straight.run_training()
     expected = _weights(straight)
 
     monkeypatch.setenv("BLOGRR_results", str(env / "killed"))
-    killed = _trainer(epochs=2, iters=3, upper=2)
+    killed = _trainer(epochs=2, iters=3, upper=2, normative=normative)
     original = killed.run_lower_loop
 
     def dying(epoch):
@@ -108,7 +112,7 @@ def test_resume_after_kill_matches_uninterrupted_run(env, monkeypatch):
         killed.run_training()
     assert os.path.isfile(os.path.join(killed.output_folder, "checkpoint_latest.pth"))
 
-    resumed = _trainer(epochs=2, iters=3, upper=2)
+    resumed = _trainer(epochs=2, iters=3, upper=2, normative=normative)
     assert resume(resumed) == "checkpoint_latest.pth" and resumed.current_epoch == 1
     resumed.run_training()
     got = _weights(resumed)
@@ -116,6 +120,8 @@ def test_resume_after_kill_matches_uninterrupted_run(env, monkeypatch):
     for k in expected:
         assert torch.equal(got[k], expected[k]), k
     assert resumed.progress["lower_loss"] == pytest.approx(straight.progress["lower_loss"])
+    if normative:
+        assert np.array_equal(resumed.normative_maps.mean, straight.normative_maps.mean)
 
 
 def test_checkpoints_hold_only_safe_types_and_pickled_objects_are_refused(env, tmp_path):
@@ -212,7 +218,7 @@ def test_2d_threshold_per_slice_and_per_case(env):
     for per_case in (False, True):
         tr = build_trainer(DATASET, 0, "2d_cpu", device="cpu", epochs=2, iters=3, upper_iters=2,
                            threshold_per_case=per_case, threshold_model="reference")
-        assert type(tr).__name__.endswith("PerCaseT") == per_case
+        assert ("PerCaseT" in type(tr).__name__) == per_case
         tr.run_training()
         case = tr.tumor_val[0]
         amap = tr.anomaly(case)[1]
@@ -282,15 +288,17 @@ def test_default_upper_loop_gives_each_case_its_own_threshold(env):
         other.load_checkpoint(path)
 
 
-def test_blogrr_predict_gives_a_training_case_the_tau_t_learned_for_it(env, pre_root, tmp_path):
+@pytest.mark.parametrize("normative", [True, False])
+def test_blogrr_predict_gives_a_training_case_the_tau_t_learned_for_it(env, pre_root, tmp_path, normative):
     """T is fitted on the trainer's maps (stored grid) and applied to the predictor's (raw NIfTI in, registration,
     preprocessing, sliding window): on the fold's own tumour training cases the two must agree, or T's fit would be
-    off by whatever the two pipelines differ by (a different smoothing, normalisation or crop shifts every tau)."""
+    off by whatever the two pipelines differ by (a different smoothing, normalisation or crop shifts every tau). On
+    normative maps (the default) the predictor subtracts the checkpoint's mean map, the one T was fitted with."""
     import json
 
     from blogrr_nnu.commands.predict import main as predict_main
 
-    tr = _trainer(epochs=2, iters=3, pseudo_label="gmm")  # default T (contrast), default upper-loop steps
+    tr = _trainer(epochs=2, iters=3, pseudo_label="gmm", normative=normative)  # default T and upper-loop steps
     tr.run_training()
     assert tr.tau_initialised
     ids = [c.case_id for c in tr.tumor_train]
@@ -306,5 +314,69 @@ def test_blogrr_predict_gives_a_training_case_the_tau_t_learned_for_it(env, pre_
     assert predict_main(["-i", str(inp), "-o", str(out), "-m", os.path.dirname(str(tr.output_folder)), "-f", "0",
                          "-device", "cpu", "--save_anomaly_maps"]) == 0
     for k in ids:
-        pred_tau = json.loads((out / "anomaly_maps" / f"{k}.json").read_text())["tau"]
-        assert pred_tau == pytest.approx(train_tau[k], rel=1e-3), (k, pred_tau, train_tau[k])
+        info = json.loads((out / "anomaly_maps" / f"{k}.json").read_text())
+        assert info["tau"] == pytest.approx(train_tau[k], rel=1e-3), (k, info["tau"], train_tau[k])
+        assert ("normative maps" in info["anomaly_units"]) == normative
+
+
+def test_a_patch_carries_the_normative_map_of_its_own_voxels_through_crop_and_augmentation(pre_root):
+    """The lower loop's normative error tolerance needs the mean map at each patch's voxels, after nnU-Net's loader
+    has cropped, rotated, scaled and mirrored it: NormativeDataset adds it as one more image channel. Given a case's
+    own first channel as the "mean", every patch must hold the same values in both channels, wherever it was cut."""
+    from batchgeneratorsv2.transforms.spatial.mirroring import MirrorTransform
+    from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+    from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+    from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from blogrr_nnu.cases import read_stored_case
+    from blogrr_nnu.normative import NormativeDataset
+
+    pre = pre_root / "pre" / DATASET
+    plans = json.loads((pre / "blogrr_plans.json").read_text())
+    folder = pre / plans["configurations"][CONFIG]["data_identifier"]
+    keys = sorted(p.stem for p in folder.glob("*.pkl"))
+    own = {k: read_stored_case(folder, k)[0][0] for k in keys}
+    patch = [16, 16, 16]
+    transforms = ComposeTransforms([
+        SpatialTransform(patch, patch_center_dist_from_border=0, random_crop=False, p_elastic_deform=0, p_rotation=1.0,
+                         rotation=(-0.3, 0.3), p_scaling=1.0, scaling=(0.8, 1.2), p_synchronize_scaling_across_axes=1,
+                         bg_style_seg_sampling=False, border_mode_seg="constant", padding_value_seg=-1),
+        MirrorTransform(allowed_axes=(0, 1, 2))])
+    label_manager = PlansManager(plans).get_label_manager(json.loads((pre / "dataset.json").read_text()))
+    loader = nnUNetDataLoader(NormativeDataset(folder, keys, lambda k, props: own[k]), 2, [24, 24, 24], patch,
+                              label_manager, oversample_foreground_percent=0.0, transforms=transforms)
+    n_ch = len(json.loads((pre / "dataset.json").read_text())["channel_names"])
+    for _ in range(4):
+        data = loader.generate_train_batch()["data"]
+        assert data.shape[1] == n_ch + 1
+        assert data[:, 0].abs().max() > 0.5  # patches with tissue in them, so equality means something
+        assert torch.allclose(data[:, -1], data[:, 0], atol=1e-5)
+
+
+def test_normative_run_keeps_its_mean_and_refuses_the_other_maps(env):
+    """Normative maps: the checkpoint holds the mean map, which takes away most of the healthy training cases' map
+    (their average error); the predictor needs a case's crop to subtract it; a run on plain maps cannot resume it;
+    --maps is for reconstruction trainers only."""
+    from blogrr_nnu.inference.predictor import BlogrrPredictor
+
+    tr = _trainer(epochs=2, iters=3, pseudo_label="gmm", normative=True)
+    tr.run_training()
+    ckpt = load_checkpoint(os.path.join(tr.output_folder, "checkpoint_final.pth"))
+    assert ckpt["normative"] and ckpt["normative_map"].abs().max() > 0.1
+    plain, normed = [], []
+    for k in tr.keys["healthy_train"]:
+        case = tr.load_case(k)
+        plain.append(float(tr.plain_anomaly(case)[1][case.brain].mean()))
+        normed.append(float(tr.anomaly(case)[1][case.brain].mean()))
+    assert abs(np.mean(normed)) < 0.25 * np.mean(plain), (plain, normed)
+    p = BlogrrPredictor(device=torch.device("cpu"), allow_tqdm=False)
+    p.initialize_from_run_folder(os.path.dirname(str(tr.output_folder)), use_folds=["0"])
+    case = tr.tumor_train[0]
+    with pytest.raises(ValueError, match="CaseSpace"):
+        p.predict_preprocessed(case.data.numpy(), case.brain[0].numpy(), tuple(case.props["spacing"]))
+    plain_run = _trainer(epochs=2, iters=3, pseudo_label="gmm", normative=False)
+    with pytest.raises(ValueError, match="normative maps, this run is on plain"):
+        plain_run.load_checkpoint(os.path.join(tr.output_folder, "checkpoint_final.pth"))
+    with pytest.raises(ValueError, match="--maps applies"):
+        _trainer(trainer="cgc", normative=True)

@@ -20,6 +20,9 @@ from blogrr_nnu.trainers.reconstruction_trainer import DAETrainer
 logger = logging.getLogger(__name__)
 
 TRAINERS = {"blogrr": BlogrrTrainer, "dae": DAETrainer, "cgc": CGCTrainer}
+# The maps each trainer uses unless told (``blogrr_train --maps``): BLOGRR on normative maps (minus the healthy
+# training cases' mean map; better on every demo seed, docs/benchmark.md), the DAE baseline on plain maps, as published.
+DEFAULT_NORMATIVE = {"blogrr": True, "dae": False}
 
 
 def default_configuration(device: torch.device) -> str:
@@ -28,7 +31,7 @@ def default_configuration(device: torch.device) -> str:
 
 
 def variant_class(cls: type, threshold_input: str | None = None, pseudo_label: str | None = None,
-                  threshold_per_case: bool = False, threshold_model: str | None = None) -> type:
+                  threshold_per_case: bool = False, threshold_model: str | None = None, normative: bool = False) -> type:
     """The trainer class for a variant; each variant gets its own class name, hence its own run folder.
 
     ``threshold_model="reference"`` -> ``...ReferenceT`` (the reference's CNN threshold network, which then sees
@@ -36,7 +39,8 @@ def variant_class(cls: type, threshold_input: str | None = None, pseudo_label: s
     (the quantile map T), ``"contrast"`` -> ``...ContrastT`` (only where it is not the class's default);
     ``threshold_input="image"`` -> ``...ImageOnlyT``; ``pseudo_label="gmm"`` / ``"fused"`` -> ``...GMMTarget`` /
     ``...FusedTarget`` (the upper loop's target; ``"report"`` is the default); ``threshold_per_case`` (2D
-    configurations) -> ``...PerCaseT``.
+    configurations) -> ``...PerCaseT``; ``normative`` (maps minus the healthy training cases' mean map) ->
+    ``...Normative``.
     """
     from blogrr_nnu.pseudo_labels import SOURCES
 
@@ -59,14 +63,25 @@ def variant_class(cls: type, threshold_input: str | None = None, pseudo_label: s
     if threshold_per_case and not getattr(cls, "threshold_per_case_2d", False):
         attrs["threshold_per_case_2d"] = True
         name += "PerCaseT"
+    if normative and not getattr(cls, "normative", False):
+        attrs["normative"] = True
+        name += "Normative"
     return type(name, (cls,), attrs) if attrs else cls
+
+
+def trainer_class(trainer: str = "blogrr", *, normative: bool | None = None, **variant) -> type:
+    """The class (hence the run folder) a ``blogrr_train`` call trains: :func:`variant_class` of ``TRAINERS[trainer]``
+    with the trainer's default maps (:data:`DEFAULT_NORMATIVE`) unless ``normative`` says otherwise."""
+    if normative is None:
+        normative = DEFAULT_NORMATIVE.get(trainer, False)
+    return variant_class(TRAINERS[trainer], normative=normative, **variant)
 
 
 def build_trainer(dataset: str | int, fold: int | str, configuration: str | None = None, *, trainer: str = "blogrr",
                   device: str = "cpu", threshold_input: str | None = None, pseudo_label: str | None = None,
                   threshold_per_case: bool = False, threshold_model: str | None = None, epochs: int | None = None,
                   iters: int | None = None, upper_iters: int | None = None,
-                  preprocessed: str | None = None) -> BaseTrainer:
+                  preprocessed: str | None = None, normative: bool | None = None) -> BaseTrainer:
     """Instantiate a trainer for a preprocessed dataset, with overrides applied.
 
     Raises:
@@ -80,6 +95,8 @@ def build_trainer(dataset: str | int, fold: int | str, configuration: str | None
         raise ValueError(f"threshold_model must be one of {', '.join(THRESHOLD_MODELS)}, got {threshold_model!r}")
     if trainer != "blogrr" and (threshold_model or threshold_input):
         raise ValueError(f"--threshold_model / --threshold_input apply to the blogrr trainer, not {trainer!r}")
+    if normative is not None and not hasattr(TRAINERS[trainer], "normative"):
+        raise ValueError(f"--maps applies to the reconstruction trainers (blogrr, dae), not {trainer!r}")
     dev = torch.device(device)
     if preprocessed:
         os.environ["BLOGRR_preprocessed"] = str(Path(preprocessed).resolve())
@@ -106,7 +123,8 @@ def build_trainer(dataset: str | int, fold: int | str, configuration: str | None
     if threshold_input is not None and (threshold_model or getattr(TRAINERS[trainer], "threshold_model", None)) != "reference":
         raise ValueError("--threshold_input applies to the reference threshold model (--threshold_model reference); "
                          "the map models (contrast, the default, and stats) see the anomaly map's statistics")
-    cls = variant_class(TRAINERS[trainer], threshold_input, pseudo_label, threshold_per_case, threshold_model)
+    cls = trainer_class(trainer, normative=normative, threshold_input=threshold_input, pseudo_label=pseudo_label,
+                        threshold_per_case=threshold_per_case, threshold_model=threshold_model)
     tr = cls(plans, configuration, fold, dataset_json, dev)
     if epochs is not None:
         tr.num_epochs = int(epochs)
@@ -126,7 +144,7 @@ def write_run_config(tr: BaseTrainer, overrides: dict) -> Path:
            "initial_lr": tr.initial_lr, "threshold_lr_factor": getattr(tr, "threshold_lr_factor", None),
            "weight_decay": tr.weight_decay,  # the threshold entries are None for trainers without a threshold network
            "threshold_model": getattr(tr, "threshold_model", None), "threshold_input": getattr(tr, "threshold_input", None),
-           "upper_loop_target": tr.upper_loop_target,
+           "upper_loop_target": tr.upper_loop_target, "normative": bool(getattr(tr, "normative", False)),
            "batch_size": tr.configuration_manager.batch_size, "patch_size": list(tr.configuration_manager.patch_size),
            "overrides": {k: v for k, v in overrides.items() if v is not None},
            "plans_configuration": tr.configuration_manager.configuration}
@@ -149,7 +167,7 @@ def run(dataset, fold, configuration=None, *, continue_training=False, validatio
     tr = build_trainer(dataset, fold, configuration, **kw)
     if tr.local_rank == 0:
         write_run_config(tr, {k: kw.get(k) for k in ("epochs", "iters", "upper_iters", "device", "threshold_input",
-                                                       "pseudo_label", "threshold_model")})
+                                                       "pseudo_label", "threshold_model", "normative")})
     if continue_training or validation_only:
         which = resume(tr)
         if validation_only and which is None:

@@ -212,10 +212,14 @@ class BaseTrainer(nnUNetTrainer):
                               case_roles(folder))
         return folder
 
+    def patch_dataset(self, folder: Path, keys: list[str]) -> nnUNetDatasetBlosc2:
+        """The dataset the patch loader reads: nnU-Net's blosc2 dataset of ``keys``."""
+        return nnUNetDatasetBlosc2(str(folder), keys)
+
     def _patch_loader(self, folder: Path, keys: list[str]) -> nnUNetDataLoader:
-        """nnU-Net's loader of random patches of ``keys`` with our augmentation."""
+        """nnU-Net's loader of random patches of ``keys`` (:meth:`patch_dataset`) with our augmentation."""
         initial, transforms = self._augmentation()
-        return nnUNetDataLoader(nnUNetDatasetBlosc2(str(folder), keys), self.batch_size, initial,
+        return nnUNetDataLoader(self.patch_dataset(folder, keys), self.batch_size, initial,
                                 self.configuration_manager.patch_size, self.label_manager,
                                 oversample_foreground_percent=0.0, transforms=transforms)
 

@@ -120,10 +120,15 @@ class BlogrrTrainer(ReconstructionTrainer):
 
     # -- upper loop ----------------------------------------------------------------------------------
     def run_upper_loop(self, epoch: int) -> dict:
-        """One upper loop (T trained, R frozen; :mod:`blogrr_nnu.trainers.upper_loop`), then the healthy taus."""
+        """One upper loop (T trained, R frozen; :mod:`blogrr_nnu.trainers.upper_loop`) on the maps minus the mean in
+        use (normative maps: :meth:`update_normative` first), then the healthy taus (whose pass records the healthy
+        maps for the next epoch's mean)."""
+        self.update_normative(epoch)
         out = self.upper_loop.run(epoch)
         if not self.per_slice:
             refresh_healthy_taus(self, epoch)
+        elif self.normative:  # per-slice taus need no healthy pass; the mean still does
+            self.record_healthy_share(epoch)
         return out
 
     # -- validation ----------------------------------------------------------------------------------
@@ -149,6 +154,7 @@ class BlogrrTrainer(ReconstructionTrainer):
     # -- checkpoints -----------------------------------------------------------------------------------
     def checkpoint_extras(self) -> dict:
         return {
+            **super().checkpoint_extras(),
             "threshold_weights": unwrap(self.threshold_network).state_dict(),
             "threshold_optimizer_state": self.threshold_optimizer.state_dict(),
             "tau_initialised": bool(self.tau_initialised),
@@ -159,6 +165,7 @@ class BlogrrTrainer(ReconstructionTrainer):
         }
 
     def load_checkpoint_extras(self, ckpt: dict) -> None:
+        super().load_checkpoint_extras(ckpt)
         model = ckpt.get("threshold_model", "reference")  # checkpoints before the stats model
         seen = ckpt.get("threshold_input", "image+anomaly")
         if model != self.threshold_model or (model == "reference" and seen != self.threshold_input):

@@ -19,7 +19,8 @@ A target whose tau*_P does not track tau*_GT cannot teach any T a per-case thres
 
 With ``blogrr_threshold_targets --normative`` every map first has the fold's healthy training cases' mean map
 subtracted, voxel by voxel on the template grid that every case is registered to (:func:`healthy_mean_map`): a study
-of what a normative anomaly map would give; the product's maps are not normalised.
+of what a normative anomaly map does to the targets, on a run trained without ``--normative`` (``blogrr_train
+--normative`` trains on such maps: :mod:`blogrr_nnu.normative`).
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ from blogrr_nnu.checkpoint import load_checkpoint
 from blogrr_nnu.splits import case_roles, fold_keys, load_or_create_splits
 from blogrr_nnu.trainers.upper_loop import StatsUpperLoop
 from blogrr_nnu.metrics import dice as mask_dice
-from blogrr_nnu.spatial import CaseSpace
+from blogrr_nnu.normative import Crop, mean_map_on_grid, subtract
 
 # target name -> (seg channel, how tau*_P is read off it)
 TARGETS = {
@@ -111,20 +112,8 @@ def case_maps(run_folder: Path, data_folder: Path, preprocessed_base: Path, fold
     return out
 
 
-def mean_map_on_grid(maps: list[np.ndarray], brains: list[np.ndarray], spaces: list[CaseSpace]) -> np.ndarray:
-    """Mean of stored-grid maps over the cases whose brain covers each voxel of the shared template grid (0 where
-    none does)."""
-    total = np.zeros(spaces[0].grid.shape, np.float64)
-    count = np.zeros(spaces[0].grid.shape, np.float64)
-    for a, b, sp in zip(maps, brains, spaces):
-        inside = sp.uncrop(np.asarray(b, np.float32)) > 0
-        total += np.where(inside, sp.uncrop(np.asarray(a, np.float32)), 0.0)
-        count += inside
-    return total / np.maximum(count, 1)
-
-
 def healthy_mean_map(run_folder: Path, data_folder: Path, preprocessed_base: Path, fold: str) -> np.ndarray:
-    """The normative map: :func:`mean_map_on_grid` of the run's maps of the fold's healthy *training* cases (the
+    """The normative map: :func:`~blogrr_nnu.normative.mean_map_on_grid` of the run's maps of the fold's healthy *training* cases (the
     cases its reconstruction network was trained on), on the configuration's template grid.
 
     Raises:
@@ -139,24 +128,15 @@ def healthy_mean_map(run_folder: Path, data_folder: Path, preprocessed_base: Pat
         case = load_whole_case(data_folder, k, "pseudo_report")
         maps.append(amap_of(case)[0].numpy())
         brains.append(case.brain[0].numpy())
-        spaces.append(_case_space(case.props.get("case_space"), k))
+        spaces.append(Crop.of(case.props.get("case_space"), k))
     return mean_map_on_grid(maps, brains, spaces)
-
-
-def _case_space(stored: dict | None, case_id: str) -> CaseSpace:
-    """A case's :class:`CaseSpace` from its stored properties' ``case_space``."""
-    if not stored:
-        raise ValueError(f"{case_id}: preprocessed without its case space (re-run blogrr_plan_and_preprocess)")
-    return CaseSpace.from_dict(stored)
 
 
 def subtract_normative(cases: list[dict], mean_grid: np.ndarray) -> list[dict]:
     """:func:`case_maps`' cases with the normative map (template grid) subtracted from each map, on its own crop."""
     out = []
     for c in cases:
-        sp = _case_space(c.get("case_space"), c["case"])
-        shared = torch.from_numpy(sp.grid_to_stored(mean_grid).astype(np.float32))[None]
-        out.append({**c, "amap": c["amap"] - shared})
+        out.append({**c, "amap": subtract(c["amap"], mean_grid, c.get("case_space"), c["case"])})
     return out
 
 

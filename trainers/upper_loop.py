@@ -38,6 +38,22 @@ logger = logging.getLogger(__name__)
 HEALTHY_TAU_REFRESH_FRACTION = 0.25
 
 
+def round_robin(keys: list[str], epoch: int, done=None) -> list[str]:
+    """This epoch's share of ``keys`` (:data:`HEALTHY_TAU_REFRESH_FRACTION`: case ``i`` when ``i % n_groups ==
+    epoch % n_groups``), plus every key not in ``done``."""
+    groups = max(1, round(1 / HEALTHY_TAU_REFRESH_FRACTION))
+    return [k for i, k in enumerate(keys) if (done is not None and k not in done) or i % groups == epoch % groups]
+
+
+def broadcast_array(array: np.ndarray | None, device: torch.device) -> np.ndarray | None:
+    """Under DDP, every rank's copy of an array := rank 0's (unchanged without a process group)."""
+    if array is None or not (dist.is_available() and dist.is_initialized()):
+        return array
+    t = torch.from_numpy(np.ascontiguousarray(array)).to(device)
+    dist.broadcast(t, src=0)
+    return t.cpu().numpy()
+
+
 def broadcast_module(module: torch.nn.Module) -> None:
     """Under DDP, overwrite every rank's parameters and buffers with rank 0's (no-op without a process group)."""
     if not (dist.is_available() and dist.is_initialized()):
@@ -234,18 +250,17 @@ def refresh_healthy_taus(tr, epoch: int) -> dict[str, float]:
     """T's tau of healthy training cases for the next lower loop (3D, and 2D with one tau per case).
 
     The first call computes every case; later calls recompute :data:`HEALTHY_TAU_REFRESH_FRACTION` of them
-    (case ``i`` when ``i % n_groups == epoch % n_groups``) and keep the others' previous taus. Deterministic in
+    (:func:`round_robin`) and keep the others' previous taus; on normative maps the same pass records their maps
+    for the next epoch's mean. Deterministic in
     the epoch, so a resumed run refreshes the same cases (the taus are part of the checkpoint).
     """
-    keys = tr.keys["healthy_train"]
-    groups = max(1, round(1 / HEALTHY_TAU_REFRESH_FRACTION))
-    todo = [k for i, k in enumerate(keys) if not tr.healthy_taus or k not in tr.healthy_taus or i % groups == epoch % groups]
+    todo = round_robin(tr.keys["healthy_train"], epoch, done=tr.healthy_taus)
     unwrap(tr.network).eval()
     t = unwrap(tr.threshold_network).eval()
     fresh = torch.zeros(len(todo), dtype=torch.float64)
     for i, k in enumerate(todo):
         case = tr.load_case(k)
-        amap = tr.anomaly(case)[1]
+        amap = tr.healthy_anomaly(case)  # normative maps: minus the mean in use (its plain map recorded)
         fresh[i] = float(tr.threshold_mode.case_tau(t, case.data, case.brain, amap, tr.device)[0])
     if dist.is_available() and dist.is_initialized():  # every rank uses rank 0's taus (and so does its checkpoint)
         fresh = fresh.to(tr.device)

@@ -19,10 +19,11 @@ EXAMPLES = """examples:
   blogrr_benchmark -d 501 --quick                         # a few iterations per training: a smoke test
   blogrr_benchmark -d 501 502 -o docs/benchmark.md        # two datasets (e.g. demo seeds): spread across them
 
-methods: blogrr blogrr_gmm blogrr_fused (BLOGRR with the report / GMM / fused upper-loop target), blogrr_stats
-(BLOGRR with the quantile threshold network, report target), blogrr_reference (BLOGRR with the reference's
-threshold network on report regions, as published), dae (DAE with
-label-free SB thresholds, the best global UB threshold and per-case oracle thresholds), intensity (FLAIR/T2
+methods: blogrr (BLOGRR as blogrr_train trains it: normative maps, report target), blogrr_plain (the same on plain
+maps), blogrr_gmm blogrr_fused (plain maps, GMM / fused upper-loop target), blogrr_stats (plain maps, the quantile
+threshold network), blogrr_reference (the reference's threshold network on report regions, plain maps: as
+published), dae (DAE with label-free SB thresholds, the best global UB threshold and per-case oracle thresholds),
+dae_normative (the same DAE rows on normative maps), intensity (FLAIR/T2
 thresholding), gmm (GMM w/ threshold), cgc cgc_fused (CGC on GMM / fused pseudo-labels), supervised (stock
 nnUNetTrainer on the tumour training labels, our step budget), supervised_10x (the same, 10x the steps: the
 converged ceiling). With several datasets every row also gets its mean and range across them and a Wilcoxon test

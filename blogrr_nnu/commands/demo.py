@@ -96,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     t = _stage(4, n, f"train BLOGRR, fold {args.fold}, {config} on {device}")
     from blogrr_nnu.trainers.api import run
 
-    from blogrr_nnu.trainers.api import TRAINERS, variant_class
+    from blogrr_nnu.trainers.api import trainer_class
 
-    trainer = variant_class(TRAINERS["blogrr"], pseudo_label=args.pseudo_label).__name__
+    trainer = trainer_class("blogrr", pseudo_label=args.pseudo_label).__name__
     run_folder = roots["BLOGRR_results"] / folder.name / f"{trainer}__blogrr_plans__{config}"
     if (run_folder / f"fold_{args.fold}" / "checkpoint_final.pth").is_file():
         print(f"found a finished training in {run_folder / f'fold_{args.fold}'}")

@@ -10,7 +10,9 @@ from blogrr_nnu.commands._cli import command_parser, fail, resolve_device, start
 
 PROG = "blogrr_predict"
 
-TRAINER_ALIASES = {"blogrr": "BlogrrTrainer", "dae": "DAETrainer", "cgc": "CGCTrainer", "nnunet": "nnUNetTrainer"}
+# -tr names -> run folder classes (blogrr: the default run, on normative maps; blogrr_plain: blogrr_train --maps plain)
+TRAINER_ALIASES = {"blogrr": "BlogrrTrainerNormative", "blogrr_plain": "BlogrrTrainer", "dae": "DAETrainer",
+                   "cgc": "CGCTrainer", "nnunet": "nnUNetTrainer"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,16 +26,17 @@ def build_parser() -> argparse.ArgumentParser:
         "  blogrr_predict -i imagesTs -o pred -d 501 -num_parts 2 -part_id 0   # and -part_id 1 elsewhere\n"
         "  blogrr_predict -i imagesTs -o pred_dae -d 501 -tr dae --threshold 1.5\n"
         "  blogrr_predict -i imagesTs -o pred_gmm -d 501 -tr gmm   # GMM w/ threshold baseline, no training\n"
-        "  blogrr_predict -i imagesTs -o pred -m results/Dataset501_BlogrrDemo/BlogrrTrainer__blogrr_plans__3d_cpu")
+        "  blogrr_predict -i imagesTs -o pred -m results/Dataset501_BlogrrDemo/BlogrrTrainerNormative__blogrr_plans__3d_cpu")
     parser.add_argument("-i", dest="input", required=True, help="input folder of <case>_<XXXX>.nii.gz files")
     parser.add_argument("-o", dest="output", required=True, help="output folder (created)")
     parser.add_argument("-d", "--dataset", default=None, help="dataset id, folder name or name (with -c and -tr "
                         "this finds the run folder below the results root)")
     parser.add_argument("-c", "--configuration", default=None, help="configuration (default: 3d_fullres with a GPU, "
                         "3d_cpu without)")
-    parser.add_argument("-tr", "--trainer", default="blogrr", help="blogrr, dae, cgc, nnunet (the stock "
+    parser.add_argument("-tr", "--trainer", default="blogrr", help="blogrr (the default run, on normative maps), "
+                        "blogrr_plain (blogrr_train --maps plain), dae, cgc, nnunet (the stock "
                         "nnUNetTrainer run of blogrr_benchmark's full supervision), or a trainer class name such as "
-                        "BlogrrTrainerImageOnlyT (default blogrr); gmm: the GMM w/ threshold baseline (no training; "
+                        "BlogrrTrainerGMMTargetNormative (default blogrr); gmm: the GMM w/ threshold baseline (no training; "
                         "uses the healthy intensity model of the preprocessed configuration)")
     parser.add_argument("-m", "--model_folder", default=None, help="run folder <Trainer>__blogrr_plans__<config> "
                         "(instead of -d/-c/-tr)")

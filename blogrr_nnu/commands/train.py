@@ -21,7 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  blogrr_train 501 0 -tr dae   # DAE baseline (no threshold network)\n"
         "  blogrr_train 501 0 --pseudo_label fused   # upper loop against report + image pseudo-labels\n"
         "  blogrr_train 501 0 --threshold_model reference   # the reference's CNN threshold network (published form)\n"
-        "  blogrr_train 501 0 -tr cgc                # CGC on GMM pseudo-labels (--pseudo_label fused: fused ones)")
+        "  blogrr_train 501 0 -tr cgc                # CGC on GMM pseudo-labels (--pseudo_label fused: fused ones)\n"
+        "  blogrr_train 501 0 --maps plain           # BLOGRR on plain anomaly maps (run folder BlogrrTrainer)")
     parser.add_argument("dataset", help="dataset id, folder name or name")
     parser.add_argument("fold", help="fold 0-4, or 'all'")
     parser.add_argument("-c", "--configuration", default=None,
@@ -49,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threshold_per_case", action="store_true",
                         help="reference threshold model on 2D configurations: one threshold per case (per-slice "
                         "outputs averaged over the brain slices) instead of one per slice as the reference")
+    parser.add_argument("--maps", default=None, choices=["normative", "plain"],
+                        help="anomaly maps of blogrr and dae: normative (every map minus the mean map of the healthy "
+                        "training cases, voxel by voxel on the template grid; kept in the checkpoint, prediction "
+                        "subtracts it too; run folder ...Normative) or plain. Default: normative for blogrr, plain for "
+                        "dae (the published baseline); docs/training.md")
     parser.add_argument("-num_gpus", type=int, default=1, help="DDP processes (nnU-Net style); gloo on CPU")
     parser.add_argument("--preprocessed", default=None, help="preprocessed root (default $BLOGRR_preprocessed ...)")
     return parser
@@ -70,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_cuda(device)  # cuDNN autotuning on CUDA, as nnU-Net's run_training
     kw = dict(trainer=args.trainer, device=device, threshold_input=args.threshold_input, pseudo_label=args.pseudo_label,
               threshold_model=args.threshold_model,
+              normative=None if args.maps is None else args.maps == "normative",
               threshold_per_case=args.threshold_per_case, epochs=args.epochs,
               iters=args.iters, upper_iters=args.upper_iters, preprocessed=args.preprocessed,
               continue_training=args.continue_training, validation_only=args.validation_only)

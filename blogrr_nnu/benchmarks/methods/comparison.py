@@ -29,8 +29,8 @@ from blogrr_nnu.nnunet_output import prints_as_log
 
 logger = logging.getLogger(__name__)
 
-GROUPS = ("blogrr", "blogrr_gmm", "blogrr_fused", "blogrr_stats", "blogrr_reference", "dae", "intensity", "gmm", "cgc", "cgc_fused",
-          "supervised", "supervised_10x")
+GROUPS = ("blogrr", "blogrr_plain", "blogrr_gmm", "blogrr_fused", "blogrr_stats", "blogrr_reference", "dae",
+          "dae_normative", "intensity", "gmm", "cgc", "cgc_fused", "supervised", "supervised_10x")
 # the converged full-supervision row trains this many times our trainer's step budget
 CONVERGED_BUDGET = 10
 QUICK_SCHEDULE = {"epochs": 2, "iters": 3, "upper_iters": 2}
@@ -55,16 +55,23 @@ class Trained:
     healthy_rules: bool = False  # label-free (SB) threshold rows from its maps of held-out healthy cases
     threshold_model: str | None = None  # BLOGRR: None = the trainer's default (contrast)
     budget: int = 1  # full supervision: multiple of our trainer's step budget
+    normative: bool = False  # maps minus the healthy training cases' mean map (blogrr_train --maps normative)
 
 
+# The default BLOGRR row is on normative maps (blogrr_train's default); its variants (targets, threshold networks)
+# were measured on plain maps, and are compared with the plain row.
 TRAINED = {
-    "blogrr": Trained("BLOGRR (report target)", "blogrr", "report", True),
-    "blogrr_gmm": Trained("BLOGRR (GMM target)", "blogrr", "gmm", True),
-    "blogrr_fused": Trained("BLOGRR (fused target)", "blogrr", "fused", True),
-    "blogrr_stats": Trained("BLOGRR, quantile T (report target)", "blogrr", "report", True, threshold_model="stats"),
-    "blogrr_reference": Trained("BLOGRR, reference T (report regions, as published)", "blogrr", "report", True,
-                                threshold_model="reference"),
+    "blogrr": Trained("BLOGRR (report target)", "blogrr", "report", True, normative=True),
+    "blogrr_plain": Trained("BLOGRR, plain maps (report target)", "blogrr", "report", True),
+    "blogrr_gmm": Trained("BLOGRR, plain maps (GMM target)", "blogrr", "gmm", True),
+    "blogrr_fused": Trained("BLOGRR, plain maps (fused target)", "blogrr", "fused", True),
+    "blogrr_stats": Trained("BLOGRR, plain maps, quantile T (report target)", "blogrr", "report", True,
+                            threshold_model="stats"),
+    "blogrr_reference": Trained("BLOGRR, reference T (report regions, plain maps: as published)", "blogrr", "report",
+                                True, threshold_model="reference"),
     "dae": Trained("DAE", "dae", None, True, own_masks=False, healthy_rules=True),
+    "dae_normative": Trained("DAE, normative maps", "dae", None, True, own_masks=False, healthy_rules=True,
+                             normative=True),
     "cgc": Trained("CGC (GMM pseudo-labels)", "cgc", "gmm"),
     "cgc_fused": Trained("CGC (fused pseudo-labels)", "cgc", "fused"),
     "supervised": Trained("Full supervision (stock nnUNetTrainer), our step budget", "nnunet"),
@@ -99,7 +106,8 @@ def run_folder(s: Setting, key: str) -> Path:
     m = TRAINED[key]
     if m.trainer == "nnunet":
         return supervised_run_folder(s.dataset, s.configuration, m.budget)
-    cls = variant_class(TRAINERS[m.trainer], pseudo_label=m.pseudo_label, threshold_model=m.threshold_model)
+    cls = variant_class(TRAINERS[m.trainer], pseudo_label=m.pseudo_label, threshold_model=m.threshold_model,
+                        normative=m.normative)
     return results_root() / s.preprocessed.name / f"{cls.__name__}__blogrr_plans__{s.configuration}"
 
 
@@ -109,15 +117,20 @@ def ensure_trained(s: Setting, key: str) -> tuple[Path, bool]:
     m = TRAINED[key]
     final = folder / f"fold_{s.fold}" / "checkpoint_final.pth"
     if final.is_file():
-        if m.trainer == "blogrr":
+        if m.trainer in ("blogrr", "dae"):  # a run folder of an older blogrr-nnu can hold another variant
             from blogrr_nnu.checkpoint import load_checkpoint
             from blogrr_nnu.trainers.api import TRAINERS
 
-            have = load_checkpoint(final).get("threshold_model", "reference")
+            ckpt = load_checkpoint(final)
+            have = ckpt.get("threshold_model", "reference")
             want = m.threshold_model or TRAINERS["blogrr"].threshold_model
-            if have != want:
+            if m.trainer == "blogrr" and have != want:
                 raise ValueError(f"{final}: trained with the {have!r} threshold network, this row needs {want!r} "
                                  "(made by an older blogrr-nnu); remove the run folder or use another --results root")
+            if bool(ckpt.get("normative", False)) != m.normative:
+                need = "normative" if m.normative else "plain"
+                raise ValueError(f"{final}: trained on other maps than this row's {need} ones; remove the run folder "
+                                 "or use another --results root")
         return folder, False
     print(f"  training {m.label} ({folder.name}, fold {s.fold}) ...", flush=True)
     if m.trainer == "nnunet":
@@ -130,7 +143,8 @@ def ensure_trained(s: Setting, key: str) -> tuple[Path, bool]:
         from blogrr_nnu.trainers.api import run
 
         run(s.dataset, s.fold, s.configuration, trainer=m.trainer, pseudo_label=m.pseudo_label, device=s.device,
-            threshold_model=m.threshold_model, continue_training=True, **s.schedule)
+            threshold_model=m.threshold_model, normative=m.normative if m.trainer in ("blogrr", "dae") else None,
+            continue_training=True, **s.schedule)
     return folder, True
 
 

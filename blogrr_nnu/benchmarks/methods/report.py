@@ -15,7 +15,7 @@ from blogrr_nnu.image_io import atomic_write
 
 BEGIN, END = "<!-- blogrr_benchmark:begin -->", "<!-- blogrr_benchmark:end -->"
 PLOT_HEIGHT_IN = 7.0  # room for the legends below the two panels
-BLOGRR_KEYS = ("blogrr", "blogrr_gmm", "blogrr_fused", "blogrr_stats", "blogrr_reference")
+BLOGRR_KEYS = ("blogrr", "blogrr_plain", "blogrr_gmm", "blogrr_fused", "blogrr_stats", "blogrr_reference")
 CEILING = "supervised_10x"  # label-free rows are reported as fractions of the converged full supervision
 
 

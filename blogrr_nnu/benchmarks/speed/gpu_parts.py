@@ -269,7 +269,8 @@ def predict_test_cases(run_folder: Path, fold: str, test_folder: Path, device: t
         case = load_whole_case(test_folder, path.stem)
         spacing = tuple(case.props["spacing"])
         t0 = time.perf_counter()
-        soft, _, _ = p.predict_preprocessed(case.data.numpy(), case.brain[0].numpy(), spacing)
+        soft, _, _ = p.predict_preprocessed(case.data.numpy(), case.brain[0].numpy(), spacing,
+                                            case.props.get("case_space"))  # normative runs crop their mean map with it
         hard, _ = p.remove_small_components(soft >= 0.5, spacing)
         seconds.append(time.perf_counter() - t0)
         dice[case.case_id] = mask_dice(hard, case.label[0].numpy()) if case.label is not None else math.nan
