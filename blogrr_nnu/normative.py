@@ -88,15 +88,17 @@ def mean_map_on_grid(maps: list[np.ndarray], brains: list[np.ndarray], spaces: l
     return (total / np.maximum(count, 1)).astype(np.float32)
 
 
-def subtract(amap: torch.Tensor, mean_grid: np.ndarray | torch.Tensor, space, case_id: str = "case") -> torch.Tensor:
-    """A ``(1, *S)`` stored-grid map minus the normative mean on the case's crop (``space``: its :class:`Crop`,
-    :class:`CaseSpace` or stored dict); same shape and dtype."""
+def subtract(amap: torch.Tensor, mean_grid: np.ndarray | torch.Tensor, space, brain: torch.Tensor,
+             case_id: str = "case") -> torch.Tensor:
+    """A ``(1, *S)`` stored-grid map minus the normative mean on the case's crop, inside its ``brain`` ``(1, *S)``
+    (outside it stays as it was, 0 for an anomaly map); ``space``: its :class:`Crop`, :class:`CaseSpace` or stored
+    dict. Same shape and dtype."""
     grid = mean_grid.numpy() if isinstance(mean_grid, torch.Tensor) else mean_grid
     shared = Crop.of(space, case_id).to_stored(np.asarray(grid, np.float32), copy=False)
     if tuple(shared.shape) != tuple(amap.shape[1:]):
         raise ValueError(f"{case_id}: its stored grid {tuple(amap.shape[1:])} is not the crop of the normative map "
                          f"{tuple(shared.shape)}; it was preprocessed with other plans than the run")
-    return amap - torch.from_numpy(np.ascontiguousarray(shared)).to(amap.dtype)[None]
+    return amap - torch.from_numpy(np.ascontiguousarray(shared)).to(amap.dtype)[None] * brain.to(amap.dtype)
 
 
 class NormativeMaps:
@@ -143,7 +145,8 @@ class NormativeMaps:
         """The case's map minus the mean in use (unchanged before there is one)."""
         if self.mean is None:
             return amap
-        return subtract(amap, self.mean, self._space(case.case_id, case.props.get("case_space")), case.case_id)
+        return subtract(amap, self.mean, self._space(case.case_id, case.props.get("case_space")), case.brain,
+                        case.case_id)
 
     def stored(self, case_id: str, props: dict) -> np.ndarray | None:
         """The mean in use on a case's stored crop, a view (None before there is one): the loader copies one patch."""

@@ -105,7 +105,7 @@ class BlogrrPredictor(nnUNetPredictor):
 
     Example:
         >>> p = BlogrrPredictor(device=torch.device("cpu"))  # doctest: +SKIP
-        >>> p.initialize_from_run_folder("results/Dataset501_BlogrrDemo/BlogrrTrainer__blogrr_plans__3d_cpu")  # doctest: +SKIP
+        >>> p.initialize_from_run_folder("results/Dataset501_BlogrrDemo/BlogrrTrainerNormative__blogrr_plans__3d_cpu")  # doctest: +SKIP
         >>> pred = p.predict_case(data, geometry)  # doctest: +SKIP
     """
 

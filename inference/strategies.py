@@ -54,7 +54,7 @@ class ReconstructionStrategy(Strategy):
         if len(normative) > 1:
             return ("some folds were trained on normative maps and some on plain ones; their maps are on different "
                     "scales and cannot be ensembled")
-        if normative.pop() and not all(c.get("normative_map") is not None for c in checkpoints):
+        if normative == {True} and not all(c.get("normative_map") is not None for c in checkpoints):
             return ("a checkpoint on normative maps without its mean map (stopped before the first upper loop); train "
                     "it further (blogrr_train ... --c)")
         return None
@@ -69,7 +69,7 @@ class ReconstructionStrategy(Strategy):
             if case.props.get("case_space") is None:
                 raise ValueError("a run on normative maps subtracts its mean map on the case's crop of the template grid: "
                                  "give predict_preprocessed the case's CaseSpace (space=...)")
-            amap = N.subtract(amap, member["normative_map"], case.props["case_space"], case.case_id)
+            amap = N.subtract(amap, member["normative_map"], case.props["case_space"], case.brain, case.case_id)
         mode = predictor.threshold_mode  # what a case's tau is, and its shape (blogrr_nnu.threshold_modes)
         if predictor.fixed_threshold is not None:
             tau = mode.constant(predictor.fixed_threshold, amap)

@@ -291,7 +291,8 @@ def test_normative_map_removes_what_every_brain_has_and_keeps_the_lesion():
     amap = sp.grid_to_stored(shared + 1.5 * lesion_grid + 0.05 * rng.standard_normal(shape))
     label, brain = sp.grid_to_stored(lesion_grid), np.ones(sp.cropped_shape, bool)
     before = dice_optimal_threshold(amap, label, brain)[1]
-    case = {"case": "t0", "amap": torch.from_numpy(amap.astype(np.float32))[None], "case_space": sp.to_dict()}
+    case = {"case": "t0", "amap": torch.from_numpy(amap.astype(np.float32))[None], "case_space": sp.to_dict(),
+            "brain": torch.from_numpy(brain[None])}
     after_map = subtract_normative([case], mean)[0]["amap"][0].numpy()
     after = dice_optimal_threshold(after_map, label, brain)[1]
     assert before < 0.75 < 0.95 < after, (before, after)
@@ -302,7 +303,7 @@ def test_normative_map_removes_what_every_brain_has_and_keeps_the_lesion():
 def test_normative_mean_weighs_recent_healthy_maps_more_and_resumes_exactly():
     """blogrr_train on normative maps keeps a recency-weighted mean of the healthy maps (R's errors shrink as it trains):
     a map recorded one epoch later weighs 1 / DECAY_PER_EPOCH times more; voxels no healthy brain covers get 0;
-    the checkpoint state restores the same mean."""
+    the checkpoint state restores the same mean; the mean is subtracted inside the case's brain only."""
     import torch
 
     from blogrr_nnu.cases import WholeCase
@@ -332,3 +333,4 @@ def test_normative_mean_weighs_recent_healthy_maps_more_and_resumes_exactly():
     assert np.array_equal(again.mean, nm.mean) and np.array_equal(again.sum, nm.sum)
     shifted = again.subtract(case(3.0), case(3.0).data)
     assert np.allclose(shifted[0].numpy()[brain], 3.0 - (g + 3.0) / (g + 1.0))
+    assert np.all(shifted[0].numpy()[~brain] == 3.0)  # outside the brain nothing is subtracted

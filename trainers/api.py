@@ -173,6 +173,11 @@ def run(dataset, fold, configuration=None, *, continue_training=False, validatio
         if validation_only and which is None:
             raise FileNotFoundError(f"{tr.output_folder}: no checkpoint to validate; train first")
         logger.info("resumed from %s at epoch %d", which, tr.current_epoch) if which else logger.info("no checkpoint: starting fresh")
+        plain = Path(str(tr.output_folder).replace("Normative__", "__"))  # the same variant on plain maps
+        if (which is None and getattr(tr, "normative", False) and plain != Path(tr.output_folder)
+                and (plain / "checkpoint_latest.pth").is_file()):
+            logger.warning("%s holds an unfinished run on plain maps (the default until 2026-12-02); this run trains on "
+                           "normative maps from scratch; to resume that one, add --maps plain", plain)
     if validation_only:
         best = Path(tr.output_folder) / "checkpoint_final.pth"
         if best.is_file():

@@ -19,8 +19,8 @@ A target whose tau*_P does not track tau*_GT cannot teach any T a per-case thres
 
 With ``blogrr_threshold_targets --normative`` every map first has the fold's healthy training cases' mean map
 subtracted, voxel by voxel on the template grid that every case is registered to (:func:`healthy_mean_map`): a study
-of what a normative anomaly map does to the targets, on a run trained without ``--normative`` (``blogrr_train
---normative`` trains on such maps: :mod:`blogrr_nnu.normative`).
+of what a normative anomaly map does to the targets, on a run trained on plain maps (the DAE's default; BLOGRR trains
+on normative maps by default, ``blogrr_train --maps normative``: :mod:`blogrr_nnu.normative`).
 """
 from __future__ import annotations
 
@@ -136,7 +136,8 @@ def subtract_normative(cases: list[dict], mean_grid: np.ndarray) -> list[dict]:
     """:func:`case_maps`' cases with the normative map (template grid) subtracted from each map, on its own crop."""
     out = []
     for c in cases:
-        out.append({**c, "amap": subtract(c["amap"], mean_grid, c.get("case_space"), c["case"])})
+        out.append({**c, "amap": subtract(c["amap"], mean_grid, c.get("case_space"), torch.as_tensor(c["brain"]),
+                                          c["case"])})
     return out
 
 

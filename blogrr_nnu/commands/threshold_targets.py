@@ -12,7 +12,7 @@ PROG = "blogrr_threshold_targets"
 
 EXAMPLES = """examples:
   blogrr_threshold_targets -d 501                      # DAE run of fold 0, 3d_cpu
-  blogrr_threshold_targets -d 501 -tr BlogrrTrainer    # the maps of a BLOGRR run's reconstruction network
+  blogrr_threshold_targets -d 501 -tr BlogrrTrainer    # the plain maps of a BLOGRR run's (--maps plain) network
   blogrr_threshold_targets -d 501 -o targets.json
   blogrr_threshold_targets -d 501 --feature_study      # also: which map statistics should T see?
   blogrr_threshold_targets -d 501 --threshold_model stats   # leave-one-out with the quantile T

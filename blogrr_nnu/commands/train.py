@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  blogrr_train 501 all -c 3d_fullres -device cuda -num_gpus 2\n  blogrr_train 501 0 --c      # resume\n"
         "  blogrr_train 501 0 -tr dae   # DAE baseline (no threshold network)\n"
         "  blogrr_train 501 0 --pseudo_label fused   # upper loop against report + image pseudo-labels\n"
-        "  blogrr_train 501 0 --threshold_model reference   # the reference's CNN threshold network (published form)\n"
+        "  blogrr_train 501 0 --threshold_model reference --maps plain   # the published form (reference CNN T)\n"
         "  blogrr_train 501 0 -tr cgc                # CGC on GMM pseudo-labels (--pseudo_label fused: fused ones)\n"
         "  blogrr_train 501 0 --maps plain           # BLOGRR on plain anomaly maps (run folder BlogrrTrainer)")
     parser.add_argument("dataset", help="dataset id, folder name or name")
@@ -40,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threshold_model", default=None, choices=["contrast", "stats", "reference"],
                         help="threshold network: contrast (default: sees the case's half-contrast threshold on its "
                         "anomaly map, fitted to each case's target threshold), stats (the same with three quantiles of "
-                        "the map; run folder ...StatsT) or reference (the reference's CNN on the image, soft Dice; run "
-                        "folder ...ReferenceT); docs/training.md")
+                        "the map; run folder ...StatsTNormative) or reference (the reference's CNN on the image, soft Dice; run "
+                        "folder ...ReferenceTNormative, ...ReferenceT with --maps plain); docs/training.md")
     parser.add_argument("--threshold_input", default=None, choices=["image", "image+anomaly"],
                         help="reference threshold model: what it sees (default image, as the reference)")
     parser.add_argument("--pseudo_label", default=None, choices=["report", "gmm", "fused"],
