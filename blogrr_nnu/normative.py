@@ -16,7 +16,6 @@ flat tissue) cancel, and what is abnormal in this case stays. ``blogrr_train`` t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 
-from blogrr_nnu.spatial import CaseSpace
+from blogrr_nnu.spatial import Crop
 
 # The normative mean weighs each healthy map by how recent it is: its weight shrinks by this factor per epoch, so a
 # map from the previous round of the healthy pass (4 epochs ago: it refreshes a quarter of the cases per epoch) weighs
@@ -32,52 +31,10 @@ from blogrr_nnu.spatial import CaseSpace
 DECAY_PER_EPOCH = 0.5 ** 0.5
 
 
-@dataclass(frozen=True)
-class Crop:
-    """Where a case's stored array lies on the template grid: all a normative map needs of its
-    :class:`~blogrr_nnu.spatial.CaseSpace` (no registration transform, so no SimpleITK: the GPU check runs without it).
-    """
-
-    grid_shape: tuple[int, int, int]
-    bbox: tuple[tuple[int, int], ...]
-    transpose_forward: tuple[int, int, int]
-
-    @classmethod
-    def of(cls, space: "Crop | CaseSpace | dict | None", case_id: str = "case") -> "Crop":
-        """From a :class:`CaseSpace` or its stored ``case_space`` dict.
-
-        Raises:
-            ValueError: the case was preprocessed without its case space.
-        """
-        if isinstance(space, Crop):
-            return space
-        if isinstance(space, CaseSpace):
-            return cls(tuple(space.grid.shape), tuple(map(tuple, space.bbox)), tuple(space.transpose_forward))
-        if not space:
-            raise ValueError(f"{case_id}: preprocessed without its case space, which a normative map needs "
-                             "(re-run blogrr_plan_and_preprocess)")
-        return cls(tuple(int(v) for v in space["grid"]["shape"]), tuple(tuple(map(int, b)) for b in space["bbox"]),
-                   tuple(int(i) for i in space["transpose_forward"]))
-
-    def to_stored(self, grid_array: np.ndarray, copy: bool = True) -> np.ndarray:
-        """Template grid ``(X, Y, Z)`` -> the case's stored (cropped, transposed) array; ``copy=False``: a view."""
-        if tuple(grid_array.shape) != self.grid_shape:
-            raise ValueError(f"array shape {tuple(grid_array.shape)} is not the grid's {self.grid_shape}")
-        (x0, x1), (y0, y1), (z0, z1) = self.bbox
-        view = np.transpose(grid_array[x0:x1, y0:y1, z0:z1], self.transpose_forward)
-        return np.ascontiguousarray(view) if copy else view
-
-    def uncrop(self, stored: np.ndarray) -> np.ndarray:
-        """The case's stored array -> the template grid, float32, 0 outside its crop."""
-        out = np.zeros(self.grid_shape, np.float32)
-        (x0, x1), (y0, y1), (z0, z1) = self.bbox
-        out[x0:x1, y0:y1, z0:z1] = np.transpose(stored, np.argsort(self.transpose_forward))
-        return out
-
-
 def mean_map_on_grid(maps: list[np.ndarray], brains: list[np.ndarray], spaces: list) -> np.ndarray:
     """Mean of stored-grid maps over the cases whose brain covers each voxel of the shared template grid (0 where
-    none does), float32 ``(X, Y, Z)``; ``spaces``: each case's :class:`Crop`, :class:`CaseSpace` or stored dict."""
+    none does), float32 ``(X, Y, Z)``; ``spaces``: each case's :class:`~blogrr_nnu.spatial.Crop`,
+    :class:`~blogrr_nnu.spatial.CaseSpace` or stored dict."""
     crops = [Crop.of(sp) for sp in spaces]
     total = np.zeros(crops[0].grid_shape, np.float64)
     count = np.zeros(crops[0].grid_shape, np.float64)
@@ -91,8 +48,8 @@ def mean_map_on_grid(maps: list[np.ndarray], brains: list[np.ndarray], spaces: l
 def subtract(amap: torch.Tensor, mean_grid: np.ndarray | torch.Tensor, space, brain: torch.Tensor,
              case_id: str = "case") -> torch.Tensor:
     """A ``(1, *S)`` stored-grid map minus the normative mean on the case's crop, inside its ``brain`` ``(1, *S)``
-    (outside it stays as it was, 0 for an anomaly map); ``space``: its :class:`Crop`, :class:`CaseSpace` or stored
-    dict. Same shape and dtype."""
+    (outside it stays as it was, 0 for an anomaly map); ``space``: its :class:`~blogrr_nnu.spatial.Crop`,
+    :class:`~blogrr_nnu.spatial.CaseSpace` or stored dict. Same shape and dtype."""
     grid = mean_grid.numpy() if isinstance(mean_grid, torch.Tensor) else mean_grid
     shared = Crop.of(space, case_id).to_stored(np.asarray(grid, np.float32), copy=False)
     if tuple(shared.shape) != tuple(amap.shape[1:]):
@@ -116,14 +73,14 @@ class NormativeMaps:
         self.mean: np.ndarray | None = None  # (X, Y, Z) float32: what every map in use has subtracted
         self._crops: dict[str, Crop] = {}
 
-    def _space(self, case_id: str, stored) -> Crop:
+    def _crop(self, case_id: str, stored) -> Crop:
         if case_id not in self._crops:
             self._crops[case_id] = Crop.of(stored, case_id)
         return self._crops[case_id]
 
     def record(self, case, plain: torch.Tensor) -> None:
         """Add a healthy case's plain map ``(1, *S)`` (inside its brain) at weight 1."""
-        sp = self._space(case.case_id, case.props.get("case_space"))
+        sp = self._crop(case.case_id, case.props.get("case_space"))
         if self.sum is None:
             self.sum, self.weight = np.zeros(sp.grid_shape), np.zeros(sp.grid_shape)
         brain = case.brain[0].numpy() > 0
@@ -145,14 +102,14 @@ class NormativeMaps:
         """The case's map minus the mean in use (unchanged before there is one)."""
         if self.mean is None:
             return amap
-        return subtract(amap, self.mean, self._space(case.case_id, case.props.get("case_space")), case.brain,
+        return subtract(amap, self.mean, self._crop(case.case_id, case.props.get("case_space")), case.brain,
                         case.case_id)
 
     def stored(self, case_id: str, props: dict) -> np.ndarray | None:
         """The mean in use on a case's stored crop, a view (None before there is one): the loader copies one patch."""
         if self.mean is None:
             return None
-        return self._space(case_id, props.get("case_space")).to_stored(self.mean, copy=False)
+        return self._crop(case_id, props.get("case_space")).to_stored(self.mean, copy=False)
 
     def state(self) -> dict:
         """Checkpoint entries (tensors): ``normative_map`` (the mean in use) and the sums a resumed run continues."""

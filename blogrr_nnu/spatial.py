@@ -51,6 +51,50 @@ def brain_bbox(mask: np.ndarray) -> list[list[int]]:
     return [[int(lo), int(hi) + 1] for lo, hi in zip(idx.min(0), idx.max(0))]
 
 
+@dataclass(frozen=True)
+class Crop:
+    """Where a case's stored array lies on the template grid: all a normative map needs of its
+    :class:`CaseSpace`, which crops and uncrops through it (no registration transform, so no SimpleITK: the GPU check
+    reads a normative run's mean map without it).
+    """
+
+    grid_shape: tuple[int, int, int]
+    bbox: tuple[tuple[int, int], ...]
+    transpose_forward: tuple[int, int, int]
+
+    @classmethod
+    def of(cls, space: "Crop | CaseSpace | dict | None", case_id: str = "case") -> "Crop":
+        """From a :class:`CaseSpace` or its stored ``case_space`` dict.
+
+        Raises:
+            ValueError: the case was preprocessed without its case space.
+        """
+        if isinstance(space, Crop):
+            return space
+        if isinstance(space, CaseSpace):
+            return space.crop
+        if not space:
+            raise ValueError(f"{case_id}: preprocessed without its case space, which a normative map needs "
+                             "(re-run blogrr_plan_and_preprocess)")
+        return cls(tuple(int(v) for v in space["grid"]["shape"]), tuple(tuple(map(int, b)) for b in space["bbox"]),
+                   tuple(int(i) for i in space["transpose_forward"]))
+
+    def to_stored(self, grid_array: np.ndarray, copy: bool = True) -> np.ndarray:
+        """Template grid ``(X, Y, Z)`` -> the case's stored (cropped, transposed) array; ``copy=False``: a view."""
+        if tuple(grid_array.shape) != self.grid_shape:
+            raise ValueError(f"array shape {tuple(grid_array.shape)} is not the grid's {self.grid_shape}")
+        (x0, x1), (y0, y1), (z0, z1) = self.bbox
+        view = np.transpose(grid_array[x0:x1, y0:y1, z0:z1], self.transpose_forward)
+        return np.ascontiguousarray(view) if copy else view
+
+    def uncrop(self, stored: np.ndarray, fill: float = 0.0) -> np.ndarray:
+        """The case's stored array -> the template grid, float32, ``fill`` outside its crop."""
+        out = np.full(self.grid_shape, fill, dtype=np.float32)
+        (x0, x1), (y0, y1), (z0, z1) = self.bbox
+        out[x0:x1, y0:y1, z0:z1] = np.transpose(stored, np.argsort(self.transpose_forward))
+        return out
+
+
 @dataclass
 class CaseSpace:
     """Everything needed to map between a case's native grid and its preprocessed array.
@@ -100,20 +144,20 @@ class CaseSpace:
         out = reg.warp_to_template(image, self.grid, self.case_to_template, nearest=not linear)
         return sitk_to_array(out)
 
-    def _crop_transpose(self, grid_array: np.ndarray) -> np.ndarray:
-        (x0, x1), (y0, y1), (z0, z1) = self.bbox
-        return np.ascontiguousarray(np.transpose(grid_array[x0:x1, y0:y1, z0:z1], self.transpose_forward))
+    @property
+    def crop(self) -> Crop:
+        """Where the stored array lies on :attr:`grid` (what cropping and uncropping need)."""
+        return Crop(tuple(int(v) for v in self.grid.shape), tuple(tuple(int(v) for v in b) for b in self.bbox),
+                    tuple(int(i) for i in self.transpose_forward))
 
     def grid_to_stored(self, grid_array: np.ndarray) -> np.ndarray:
         """Full template-aligned grid ``(X, Y, Z)`` -> this case's stored (cropped, transposed) array; the inverse of
         :meth:`uncrop` (e.g. a map shared by every case of a configuration, such as a normative map)."""
-        if tuple(grid_array.shape) != tuple(self.grid.shape):
-            raise ValueError(f"array shape {tuple(grid_array.shape)} is not the grid's {tuple(self.grid.shape)}")
-        return self._crop_transpose(grid_array)
+        return self.crop.to_stored(grid_array)
 
     def image_to_training(self, channel: np.ndarray) -> np.ndarray:
         """Native ``(X, Y, Z)`` intensities -> stored (cropped, transposed) float32, linear interpolation."""
-        return self._crop_transpose(self._to_grid(channel, linear=True)).astype(np.float32)
+        return self.crop.to_stored(self._to_grid(channel, linear=True)).astype(np.float32)
 
     def mask_to_training(self, mask: np.ndarray) -> np.ndarray:
         """Native binary mask -> stored uint8 mask (linear interpolation of the mask, then >= 0.5).
@@ -121,16 +165,12 @@ class CaseSpace:
         Interpolating the mask as a fraction and thresholding at one half keeps its volume when the
         spacing changes, where nearest-neighbour would jitter its border by a voxel.
         """
-        return (self._crop_transpose(self._to_grid(np.asarray(mask, np.float32), linear=True)) >= 0.5).astype(np.uint8)
+        return (self.crop.to_stored(self._to_grid(np.asarray(mask, np.float32), linear=True)) >= 0.5).astype(np.uint8)
 
     # -- training space -> native ---------------------------------------------------------------
     def uncrop(self, stored: np.ndarray, fill: float = 0.0) -> np.ndarray:
         """Stored (transposed, cropped) array -> full template-aligned grid ``(X, Y, Z)``."""
-        xyz = np.transpose(stored, self.transpose_backward)
-        out = np.full(self.grid.shape, fill, dtype=np.float32)
-        (x0, x1), (y0, y1), (z0, z1) = self.bbox
-        out[x0:x1, y0:y1, z0:z1] = xyz
-        return out
+        return self.crop.uncrop(stored, fill)
 
     def to_native(self, stored: np.ndarray, *, linear: bool = True, fill: float = 0.0) -> np.ndarray:
         """Bring a stored array back onto the native grid ``(X, Y, Z)`` of the case.

@@ -40,7 +40,8 @@ from blogrr_nnu.checkpoint import load_checkpoint
 from blogrr_nnu.splits import case_roles, fold_keys, load_or_create_splits
 from blogrr_nnu.trainers.upper_loop import StatsUpperLoop
 from blogrr_nnu.metrics import dice as mask_dice
-from blogrr_nnu.normative import Crop, mean_map_on_grid, subtract
+from blogrr_nnu.normative import mean_map_on_grid, subtract
+from blogrr_nnu.spatial import Crop
 
 # target name -> (seg channel, how tau*_P is read off it)
 TARGETS = {
