@@ -318,18 +318,28 @@ def target_threshold(amap, brain, target, source: str, *, size_mm=None, spacing=
     return None if best is None else best[0]
 
 
-# The contrast T's slope prior: log tau*_GT against log half-contrast threshold has slope 0.52 / 0.70 / 0.56 on the
-# fold-0 training labels of the demo's three seeds (501, 502, 503; DAE maps; ``blogrr_threshold_targets`` prints it),
-# while the slopes fitted to the report target on the same 19 cases scatter from 0.42 to 0.84 (the target's noise on
-# few cases): too flat compresses T's taus, too steep overshoots. The fit is pulled towards the mean of the three
-# with the weight of SLOPE_PRIOR_CASES cases, as many as each seed's fold had: on ~20 cases the slope lands half-way
-# between the data's and the prior's for squared errors (nearer the prior when most residuals lie in the Huber loss's
-# linear arm, as on the demo), on a dataset ten times larger the data decide. Chosen on training labels
+# The contrast T's slope prior, one per kind of map T is fitted on. Plain maps: log tau*_GT against log half-contrast
+# threshold has slope 0.52 / 0.70 / 0.56 on the fold-0 training labels of the demo's three seeds (501, 502, 503; DAE
+# maps; ``blogrr_threshold_targets`` prints it), while the slopes fitted to the report target on the same 19 cases
+# scatter from 0.42 to 0.84 (the target's noise on few cases): too flat compresses T's taus, too steep overshoots. The
+# fit is pulled towards the mean of the three with the weight of SLOPE_PRIOR_CASES cases, as many as each seed's fold
+# had: on ~20 cases the slope lands half-way between the data's and the prior's for squared errors (nearer the prior
+# when most residuals lie in the Huber loss's linear arm, as on the demo), on a dataset ten times larger the data
+# decide. Normative maps (minus the healthy training cases' mean map, BLOGRR's default): the same rule on the same
+# cases (``blogrr_threshold_targets --normative``) gives 0.85 / 0.90 / 0.60, mean 0.78; with it T's leave-one-out
+# taus on the default run's own maps are calibrated on the training labels (slope of log tau*_GT on log tau_T
+# 1.13 / 1.18 / 0.76, against 1.42 / 1.48 / 0.94 with the plain maps' 0.59: too flat). Chosen on training labels
 # (docs/training.md), never on test labels.
 CONTRAST_SLOPE_PRIOR = 0.59
+NORMATIVE_CONTRAST_SLOPE_PRIOR = 0.78
 SLOPE_PRIOR_CASES = 19
-#: slope priors per map model (models without one are fitted freely)
-SLOPE_PRIORS = {"contrast": CONTRAST_SLOPE_PRIOR}
+#: slope priors per (map model, normative maps); models without one are fitted freely
+SLOPE_PRIORS = {("contrast", False): CONTRAST_SLOPE_PRIOR, ("contrast", True): NORMATIVE_CONTRAST_SLOPE_PRIOR}
+
+
+def slope_prior(model: str, normative: bool = False) -> float | None:
+    """The slope prior of a map threshold network ``model`` fitted on plain or normative maps (``None``: none)."""
+    return SLOPE_PRIORS.get((model, bool(normative)))
 
 
 def fit_threshold_regression(net: torch.nn.Module, optimizer: torch.optim.Optimizer, features: torch.Tensor,

@@ -7,11 +7,14 @@ import torch
 from scipy import ndimage
 
 from blogrr_nnu.networks import MapStatsThresholdNet
-from blogrr_nnu.tau import (SLOPE_PRIORS, case_features, dice_optimal_threshold, fit_threshold_regression,
+from blogrr_nnu.tau import (case_features, dice_optimal_threshold, fit_threshold_regression, slope_prior,
                             fitted_slope, half_contrast_threshold, map_features, report_diameters, report_size_threshold,
                             target_threshold)
 
 MAP_MODELS = ("contrast", "stats")
+# (model, normative maps): each slope prior the trainer can use (the contrast T's on plain and on normative maps, the
+# default) and the quantile T, which has none
+PRIOR_CASES = (("contrast", True), ("contrast", False), ("stats", False))
 
 
 def _dice(pred, ref):
@@ -104,16 +107,17 @@ def test_half_contrast_threshold_is_half_way_between_background_and_lesion():
     assert half_contrast_threshold(np.zeros((4, 4, 4)), np.zeros((4, 4, 4), bool)) > 0  # no brain: a positive floor
 
 
-@pytest.mark.parametrize("model", MAP_MODELS)
-def test_default_threshold_network_learns_each_cases_own_threshold(model):
+@pytest.mark.parametrize("model,normative", PRIOR_CASES)
+def test_default_threshold_network_learns_each_cases_own_threshold(model, normative):
     """Two cases on one map scale whose best thresholds differ (bright vs faint lesion), fitted at the trainer's
     settings with 17 more cases of a fold (19 tumour training cases, as the demo's fold 0 has: the contrast T's slope
     prior is worth 19 cases, so a fold of two would be mostly prior): T gives each of the two its own tau. The
     bound: each case's Dice at its learned tau is within 0.03 of its best Dice (the curve is flat near the
     optimum, so a bound on tau itself would be arbitrary), and the learned taus are at least 70 % as far apart as
     the optima, in the same order. Why 0.03 and 70 % (0.02 and 80 % before the prior): on these maps the
-    half-contrast threshold tracks the optimum with slope 1, the demo's maps with 0.52-0.70, and the prior (0.59)
-    takes half of the say on the slope, which costs the faint case ~0.02 here. One tau for both (what the reference
+    half-contrast threshold tracks the optimum with slope 1, the demo's maps with 0.52-0.70 (plain) and 0.60-0.90
+    (normative), and the prior (0.59 plain, 0.78 normative) takes half of the say on the slope, which costs the faint
+    case ~0.02 here with the plain maps' prior. One tau for both (what the reference
     design, a sigmoid head nudged by soft Dice, gives) misses by more than 0.05: the bound tells them apart."""
     from blogrr_nnu.trainers.upper_loop import StatsUpperLoop
 
@@ -126,7 +130,7 @@ def test_default_threshold_network_learns_each_cases_own_threshold(model):
     torch.manual_seed(0)
     net = MapStatsThresholdNet(feats.shape[1])
     fit_threshold_regression(net, StatsUpperLoop.make_optimizer(net), feats, taus_star,
-                             StatsUpperLoop.default_iterations[0], slope_prior=SLOPE_PRIORS.get(model))
+                             StatsUpperLoop.default_iterations[0], slope_prior=slope_prior(model, normative))
     with torch.no_grad():
         learned = net(feats[:2])
     for (a, b, les), (t_best, d_best), t in zip(cases, optima, learned.tolist()):
@@ -185,8 +189,8 @@ def test_target_threshold_by_source():
     assert diam != pytest.approx(vol, rel=0.01) and size == pytest.approx(float(np.sqrt(diam * vol)))
 
 
-@pytest.mark.parametrize("model", MAP_MODELS)
-def test_default_fit_generalises_to_a_case_it_has_not_seen(model):
+@pytest.mark.parametrize("model,normative", PRIOR_CASES)
+def test_default_fit_generalises_to_a_case_it_has_not_seen(model, normative):
     """Fitted on six cases of different lesion brightness and size, T's tau for a seventh (brightness and size in
     between, another place) lies where that case's Dice is within 0.03 of its best: T learned the relation between
     the map's statistics and the threshold, not the six answers."""
@@ -200,7 +204,7 @@ def test_default_fit_generalises_to_a_case_it_has_not_seen(model):
     torch.manual_seed(0)
     net = MapStatsThresholdNet(feats.shape[1])
     fit_threshold_regression(net, StatsUpperLoop.make_optimizer(net), feats, taus, StatsUpperLoop.default_iterations[0],
-                             slope_prior=SLOPE_PRIORS.get(model))
+                             slope_prior=slope_prior(model, normative))
     a, b, les = held
     with torch.no_grad():
         t = float(net(case_features(model, torch.from_numpy(a), torch.from_numpy(b))[None])[0])
@@ -232,6 +236,20 @@ def test_target_diagnostic_on_constructed_cases():
     assert rows["report region"]["dice_at_tau_p"] < 0.5 < default["dice_at_tau_p"]
     assert default["rho"] > 0.8 and rows["report size as diameters"]["rho"] > 0.8
     assert result["best_global_dice"] <= result["oracle_dice"] + 1e-12
+    # T's calibration (slope of log tau*_GT on log tau_T): the exact optima (GMM = label) on maps whose half-contrast
+    # threshold tracks the optimum with slope 1, so a prior of slope 1 leaves T calibrated and a flat prior makes T
+    # too flat (the slope above 1: T's taus spread less than the optima); the prior is what the table says it is
+    flat = diagnose(cases, prior=0.3)
+    steady = {r["target"]: r for r in diagnose(cases, prior=1.0)["rows"]}
+    assert result["slope_prior"] == 0.59 and flat["slope_prior"] == 0.3 and diagnose(cases, normative=True)[
+        "slope_prior"] == 0.78
+    assert steady["GMM"]["loo_calibration"] == pytest.approx(1.0, abs=0.15)
+    assert {r["target"]: r for r in flat["rows"]}["GMM"]["loo_calibration"] > 1.5
+    from blogrr_nnu.trainers.target_diagnostic import calibration_slope
+
+    optima = np.array([0.4, 0.7, 1.0, 1.6, 2.5])
+    assert calibration_slope(np.sqrt(optima), optima) == pytest.approx(2.0)  # half as spread in log: slope 2
+    assert np.isnan(calibration_slope(np.ones(5), optima))  # one tau for all: no line
 
 
 def test_report_volume_threshold_flags_the_stated_volume():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -271,12 +272,15 @@ def test_default_upper_loop_gives_each_case_its_own_threshold(env):
         assert _dice((a > t) & b, les) >= best_d - 0.03, (t, best_t)
     assert taus[0] > taus[1] + 0.3
     # the slope the epoch reports is the one T applies: log tau against the log half-contrast threshold of the two
-    # cases; the constructed maps' own slope is 1, the prior's 0.59, so the fit lands strictly between them
-    from blogrr_nnu.tau import CONTRAST_SLOPE_PRIOR, half_contrast_threshold
+    # cases; the constructed maps' own slope is 1, the prior's (normative maps, the default) 0.78, so the fit lands
+    # strictly between them
+    from blogrr_nnu.tau import half_contrast_threshold, slope_prior
+
+    assert tr.normative and slope_prior(tr.threshold_model, tr.normative) == 0.78
 
     x = [np.log(half_contrast_threshold(a, b)) for a, b, _ in built[:2]]
     assert out["tau_slope"] == pytest.approx(np.log(taus[0] / taus[1]) / (x[0] - x[1]), rel=1e-3)
-    assert CONTRAST_SLOPE_PRIOR + 0.05 < out["tau_slope"] < 0.95
+    assert 0.78 + 0.05 < out["tau_slope"] < 0.97
     assert f"slope {out['tau_slope']:.2f}" in tr.epoch_summary({"lower_loss": 0.0, "lower_mse": 0.0}, out,
                                                               {"val_pseudo_dice": 0.0, "val_gt_dice": 0.0,
                                                                "val_healthy_flagged": 0.0})
@@ -317,6 +321,20 @@ def test_blogrr_predict_gives_a_training_case_the_tau_t_learned_for_it(env, pre_
         info = json.loads((out / "anomaly_maps" / f"{k}.json").read_text())
         assert info["tau"] == pytest.approx(train_tau[k], rel=1e-3), (k, info["tau"], train_tau[k])
         assert ("normative maps" in info["anomaly_units"]) == normative
+    # blogrr_threshold_targets reads a run's maps as its method uses them: the normative run's checkpoint mean is
+    # subtracted (the maps equal the upper loop's), a plain run has none
+    from blogrr_nnu.trainers.target_diagnostic import case_maps, run_normative_map, subtract_normative
+
+    run = Path(tr.output_folder).parent
+    mean = run_normative_map(run, "0")
+    assert (mean is not None) == normative
+    cases = case_maps(run, Path(tr.preprocessed_dataset_folder), Path(tr.preprocessed_dataset_folder_base), "0")
+    if normative:
+        cases = subtract_normative(cases, mean)
+    trained = dict(zip(ids, tr.upper_loop.anomaly_maps()))
+    assert cases and all(c["case"] in trained for c in cases)
+    for c in cases:
+        np.testing.assert_allclose(c["amap"].numpy(), trained[c["case"]].numpy(), atol=1e-4)
 
 
 def test_a_patch_carries_the_normative_map_of_its_own_voxels_through_crop_and_augmentation(pre_root):

@@ -17,10 +17,14 @@ read), on the anomaly maps of a trained reconstruction network:
 
 A target whose tau*_P does not track tau*_GT cannot teach any T a per-case threshold, however T is built.
 
-With ``blogrr_threshold_targets --normative`` every map first has the fold's healthy training cases' mean map
-subtracted, voxel by voxel on the template grid that every case is registered to (:func:`healthy_mean_map`): a study
-of what a normative anomaly map does to the targets, on a run trained on plain maps (the DAE's default; BLOGRR trains
-on normative maps by default, ``blogrr_train --maps normative``: :mod:`blogrr_nnu.normative`).
+The run's maps are read as its method uses them: a run trained on normative maps (BLOGRR's default,
+``blogrr_train --maps normative``: :mod:`blogrr_nnu.normative`) has the mean map of its checkpoint subtracted
+(:func:`run_normative_map`); on a run trained on plain maps (the DAE's default), ``blogrr_threshold_targets
+--normative`` subtracts the mean map of its fold's healthy training cases, voxel by voxel on the template grid that
+every case is registered to (:func:`healthy_mean_map`): the study behind the normative default. The leave-one-out
+fit uses the slope prior of the kind of map (:func:`blogrr_nnu.tau.slope_prior`) and reports how well its taus are
+calibrated: the slope of log tau*_GT on log tau_T over the cases (1: T's taus spread as much as the labels' optima
+along T's line; above 1: T too flat).
 """
 from __future__ import annotations
 
@@ -33,8 +37,8 @@ from scipy.stats import spearmanr
 
 from blogrr_nnu.networks import MapStatsThresholdNet, build_reconstruction_network
 from blogrr_nnu.tau import (case_features, contrast_features, dice_optimal_threshold, fit_threshold_regression,
-                            map_features, report_size_threshold, report_volume_threshold, target_threshold,
-                            SLOPE_PRIORS)
+                            map_features, report_size_threshold, report_volume_threshold, slope_prior,
+                            target_threshold)
 from blogrr_nnu.cases import case_anomaly_map, load_whole_case
 from blogrr_nnu.checkpoint import load_checkpoint
 from blogrr_nnu.splits import case_roles, fold_keys, load_or_create_splits
@@ -133,6 +137,16 @@ def healthy_mean_map(run_folder: Path, data_folder: Path, preprocessed_base: Pat
     return mean_map_on_grid(maps, brains, spaces)
 
 
+def run_normative_map(run_folder: Path, fold: str) -> np.ndarray | None:
+    """The mean map (template grid) a run trained on normative maps subtracts, from its final checkpoint; ``None``
+    for a run on plain maps."""
+    ckpt = load_checkpoint(run_folder / f"fold_{fold}" / "checkpoint_final.pth", "cpu")
+    if not ckpt.get("normative"):
+        return None
+    mean = ckpt["normative_map"]
+    return mean.numpy() if torch.is_tensor(mean) else np.asarray(mean)
+
+
 def subtract_normative(cases: list[dict], mean_grid: np.ndarray) -> list[dict]:
     """:func:`case_maps`' cases with the normative map (template grid) subtracted from each map, on its own crop."""
     out = []
@@ -169,9 +183,21 @@ def leave_one_out(features: torch.Tensor, targets: np.ndarray, seed: int = 0, hi
     return out
 
 
-def diagnose(cases: list[dict], model: str = "contrast") -> dict:
+def calibration_slope(learned, tau_gt) -> float:
+    """Slope of log tau*_GT on log learned tau over the cases with both (1: calibrated spread; above 1: too flat)."""
+    learned, tau_gt = np.asarray(learned, float), np.asarray(tau_gt, float)
+    ok = np.isfinite(learned) & np.isfinite(tau_gt) & (learned > 0) & (tau_gt > 0)
+    if ok.sum() < 3 or np.ptp(np.log(learned[ok])) == 0:
+        return float("nan")
+    return float(np.polyfit(np.log(learned[ok]), np.log(tau_gt[ok]), 1)[0])
+
+
+def diagnose(cases: list[dict], model: str = "contrast", normative: bool = False, prior: float | None = None) -> dict:
     """The table's numbers (module docstring) and every case's thresholds (``model``: the map T whose leave-one-out
-    fit is shown, the trainer's default)."""
+    fit is shown, the trainer's default; ``normative``: the maps are normative, which sets T's slope prior unless
+    ``prior`` is given; a prior applies to the contrast T only)."""
+    if prior is None or model != "contrast":
+        prior = slope_prior(model, normative)
     amaps, brains, labels = _arrays(cases)
     gt = [dice_optimal_threshold(a, lab, b) for a, lab, b in zip(amaps, labels, brains)]
     tau_gt = np.array([g[0] if g else np.nan for g in gt])
@@ -194,13 +220,13 @@ def diagnose(cases: list[dict], model: str = "contrast") -> dict:
             taus.append(np.nan if t is None else t)
         taus = np.asarray(taus)
         dice = [_dice(a, b, lab, t) for a, b, lab, t in zip(amaps, brains, labels, taus) if np.isfinite(t)]
-        loo = leave_one_out(feats, taus, slope_prior=SLOPE_PRIORS.get(model))
+        loo = leave_one_out(feats, taus, slope_prior=prior)
         loo_dice = [_dice(a, b, lab, t) for a, b, lab, t in zip(amaps, brains, labels, loo) if np.isfinite(t)]
         rows.append({"target": name, "cases": int(np.isfinite(taus).sum()), "rho": _rho(taus, tau_gt),
                      "dice_at_tau_p": float(np.mean(dice)) if dice else float("nan"),
                      "tau_p_range": [float(np.nanmin(taus)), float(np.nanmax(taus))] if np.isfinite(taus).any()
                      else [float("nan")] * 2,
-                     "loo_rho": _rho(loo, tau_gt), "loo_dice": float(np.mean(loo_dice)) if loo_dice else float("nan"),
+                     "loo_rho": _rho(loo, tau_gt), "loo_calibration": calibration_slope(loo, tau_gt), "loo_dice": float(np.mean(loo_dice)) if loo_dice else float("nan"),
                      "loo_range": [float(np.nanmin(loo)), float(np.nanmax(loo))] if np.isfinite(loo).any()
                      else [float("nan")] * 2})
         for p, t, lt in zip(per_case, taus, loo):
@@ -213,6 +239,7 @@ def diagnose(cases: list[dict], model: str = "contrast") -> dict:
     gt_slope = (float(np.polyfit(feats[ok, 0].numpy().astype(np.float64), np.log(tau_gt[ok]), 1)[0])
                 if feats.shape[1] == 1 and ok.sum() >= 3 else None)
     return {"rows": rows, "per_case": per_case, "n_cases": len(cases), "gt_slope": gt_slope, "model": model,
+            "normative": bool(normative), "slope_prior": prior,
             "oracle_dice": float(np.nanmean([p["dice_at_tau_gt"] for p in per_case])),
             "tau_gt_range": [float(np.nanmin(tau_gt)), float(np.nanmax(tau_gt))],
             "best_global_tau": best_global, "best_global_dice": float(mean_dice.max())}
@@ -244,7 +271,7 @@ def feature_study(cases: list[dict], result: dict) -> list[dict]:
         feats = torch.stack([_study_features(c, quantiles, contrast) for c in cases])
         row = {"quantiles": list(quantiles), "half_contrast": contrast, "hidden": hidden}
         # the contrast T's own inputs are fitted as the trainer fits them (with its slope prior)
-        prior = SLOPE_PRIORS["contrast"] if contrast and not quantiles and not hidden else None
+        prior = result.get("slope_prior") if contrast and not quantiles and not hidden else None
         for name, target in (("report_size", tau_size), ("tau_gt", tau_gt)):
             loo = leave_one_out(feats, target, hidden=hidden, slope_prior=prior)
             row[f"{name}_dice"] = float(np.mean([_dice(a, b, lab, t) for a, b, lab, t in zip(amaps, brains, labels, loo)
@@ -275,13 +302,17 @@ def markdown(result: dict) -> str:
              f"{result['best_global_tau']:.2f}, Dice {result['best_global_dice']:.3f} (both use the training labels)."
              + ("" if result.get("gt_slope") is None else
                 f" Slope of log tau*_GT on the {result['model']} T's log input: {result['gt_slope']:.2f} (the contrast "
-                f"T's slope prior {SLOPE_PRIORS['contrast']:.2f} is the mean of the demo's three seeds')."),
+                f"T's slope prior on {'normative' if result.get('normative') else 'plain'} maps, "
+                f"{slope_prior('contrast', result.get('normative', False)):.2f}, is the mean of the demo's three "
+                "seeds'; this leave-one-out fit: "
+                + ("no prior" if result.get("slope_prior") is None else f"prior {result['slope_prior']:.2f}") + ")."),
              "",
              "| target | cases with tau*_P | Spearman rho(tau*_P, tau*_GT) | Dice vs label at tau*_P | tau*_P range | "
-             "T fitted on the other cases: rho vs tau*_GT | T (leave-one-out): Dice vs label | T range |",
-             "|---|---|---|---|---|---|---|---|"]
+             "T fitted on the other cases: rho vs tau*_GT | T (leave-one-out): Dice vs label | T range | "
+             "T's calibration: slope of log tau*_GT on log tau_T |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         lines.append(f"| {r['target']} | {r['cases']} | {r['rho']:.2f} | {r['dice_at_tau_p']:.3f} | "
                      f"{r['tau_p_range'][0]:.2f}-{r['tau_p_range'][1]:.2f} | {r['loo_rho']:.2f} | {r['loo_dice']:.3f} | "
-                     f"{r['loo_range'][0]:.2f}-{r['loo_range'][1]:.2f} |")
+                     f"{r['loo_range'][0]:.2f}-{r['loo_range'][1]:.2f} | {r.get('loo_calibration', float('nan')):.2f} |")
     return "\n".join(lines)

@@ -7,7 +7,8 @@ upper loop first computes every case's anomaly map once with R (whole-case windo
   (:func:`blogrr_nnu.tau.case_features`) and the target tau_P of its pseudo-label
   (:func:`blogrr_nnu.tau.target_threshold`; cases without one are left out), then a full-batch robust
   regression of log tau on the features (:func:`blogrr_nnu.tau.fit_threshold_regression`; the contrast T's slope is
-  pulled towards :data:`blogrr_nnu.tau.CONTRAST_SLOPE_PRIOR`). A linear model on
+  pulled towards :data:`blogrr_nnu.tau.CONTRAST_SLOPE_PRIOR` on plain maps,
+  :data:`~blogrr_nnu.tau.NORMATIVE_CONTRAST_SLOPE_PRIOR` on normative ones). A linear model on
   one to three features converges in a few hundred Adam steps, which cost well under a second, so every upper loop
   fits T to the current maps rather than nudging it.
 - :class:`ReferenceUpperLoop`: the reference's procedure: mini-batches of (resampled) cases or slices, loss
@@ -27,7 +28,7 @@ from torch import distributed as dist
 
 from blogrr_nnu import anomaly as A
 from blogrr_nnu.networks import MAP_THRESHOLD_MODELS
-from blogrr_nnu.tau import SLOPE_PRIORS, case_features, fit_threshold_regression, fitted_slope, target_threshold
+from blogrr_nnu.tau import case_features, fit_threshold_regression, fitted_slope, slope_prior, target_threshold
 from blogrr_nnu.trainers.base_trainer import unwrap
 from blogrr_nnu.threshold_modes import resize_mask, slice_mean_tau
 
@@ -143,7 +144,8 @@ class StatsUpperLoop(UpperLoop):
         t = unwrap(tr.threshold_network)
         t.train()
         loss = fit_threshold_regression(t, tr.threshold_optimizer, feats.to(tr.device), targets.to(tr.device),
-                                        tr.num_upper_iterations_per_epoch, slope_prior=SLOPE_PRIORS.get(tr.threshold_model))
+                                        tr.num_upper_iterations_per_epoch,
+                                        slope_prior=slope_prior(tr.threshold_model, tr.normative))
         t.eval()
         broadcast_module(t)  # DDP: every rank keeps rank 0's fit (float sums may differ between GPUs)
         tr.tau_initialised = True

@@ -12,11 +12,13 @@ PROG = "blogrr_threshold_targets"
 
 EXAMPLES = """examples:
   blogrr_threshold_targets -d 501                      # DAE run of fold 0, 3d_cpu
-  blogrr_threshold_targets -d 501 -tr BlogrrTrainer    # the plain maps of a BLOGRR run's (--maps plain) network
+  blogrr_threshold_targets -d 501 -tr BlogrrTrainerNormative   # the default BLOGRR run's maps (its own mean subtracted)
+  blogrr_threshold_targets -d 501 -tr BlogrrTrainer    # the plain maps of a BLOGRR run trained with --maps plain
   blogrr_threshold_targets -d 501 -o targets.json
   blogrr_threshold_targets -d 501 --feature_study      # also: which map statistics should T see?
   blogrr_threshold_targets -d 501 --threshold_model stats   # leave-one-out with the quantile T
-  blogrr_threshold_targets -d 501 --normative          # the same on maps minus the healthy cases' mean map
+  blogrr_threshold_targets -d 501 --normative          # a plain run's maps minus its healthy cases' mean map
+  blogrr_threshold_targets -d 501 -tr BlogrrTrainerNormative --slope_prior 0.59   # T's fit with another prior
 
 Reads only the tumour training cases of the fold that have a label (labelsTrTumor/), never test cases.
 The run must be trained first (e.g. blogrr_train 501 0 -tr dae)."""
@@ -42,9 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also compare candidate inputs of a map threshold network (leave-one-out; how the "
                         "default inputs were chosen, docs/training.md)")
     parser.add_argument("--normative", action="store_true",
-                        help="a study: subtract the mean map of the fold's healthy training cases from every map, "
-                        "voxel by voxel on the template grid, before everything else (the product's maps are not "
-                        "normalised; docs/training.md)")
+                        help="on a run trained on plain maps (the DAE's default): subtract the mean map of the "
+                        "fold's healthy training cases from every map, voxel by voxel on the template grid, before "
+                        "everything else, and fit T with the normative maps' slope prior (the study behind BLOGRR's "
+                        "normative default, docs/training.md). A run trained on normative maps always has its "
+                        "checkpoint's own mean subtracted")
+    parser.add_argument("--slope_prior", type=float, default=None,
+                        help="the contrast T's slope prior in the leave-one-out fit (default: the trainer's for the "
+                        "kind of map, 0.59 plain, 0.78 normative; how they were chosen, docs/training.md)")
     parser.add_argument("-o", "--output", default=None, help="also write the table's numbers and every case as JSON")
     parser.add_argument("--preprocessed", default=None, help="preprocessed root (default $BLOGRR_preprocessed ...)")
     parser.add_argument("--results", default=None, help="results root (default $BLOGRR_results ...)")
@@ -60,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     from blogrr_nnu.planners.api import load_plans
     from blogrr_nnu.planners.planner import PLANS_NAME
     from blogrr_nnu.trainers.target_diagnostic import (case_maps, diagnose, feature_markdown, feature_study,
-                                                       healthy_mean_map, markdown, subtract_normative)
+                                                       healthy_mean_map, markdown, run_normative_map,
+                                                       subtract_normative)
 
     try:
         pre = resolve_dataset(args.dataset, preprocessed_root(args.preprocessed))
@@ -74,14 +82,19 @@ def main(argv: list[str] | None = None) -> int:
             raise FileNotFoundError(f"{run}: no such run; train it first (blogrr_train {pre.name} {args.fold} -c "
                                     f"{args.configuration} -tr dae)")
         cases = case_maps(run, data, pre, args.fold)
-        if args.normative:
+        own_mean = run_normative_map(run, args.fold)
+        if own_mean is not None:
+            cases, maps = subtract_normative(cases, own_mean), " minus the run's own mean map (trained on normative maps)"
+        elif args.normative:
             cases = subtract_normative(cases, healthy_mean_map(run, data, pre, args.fold))
-        result = diagnose(cases, args.threshold_model)
-        result["normative"] = bool(args.normative)
+            maps = " minus the mean map of the fold's healthy training cases (--normative)"
+        else:
+            maps = ""
+        result = diagnose(cases, args.threshold_model, normative=own_mean is not None or args.normative,
+                          prior=args.slope_prior)
     except (DatasetNotFoundError, ValueError, FileNotFoundError) as exc:
         return fail(PROG, str(exc))
-    print(f"{pre.name} {args.configuration} fold {args.fold}, maps of {run.name}"
-          + (" minus the mean map of the fold's healthy training cases (--normative)" if args.normative else ""))
+    print(f"{pre.name} {args.configuration} fold {args.fold}, maps of {run.name}{maps}")
     print(markdown(result))
     if args.feature_study:
         result["feature_study"] = feature_study(cases, result)
