@@ -196,8 +196,8 @@ def diagnose(cases: list[dict], model: str = "contrast", normative: bool = False
     """The table's numbers (module docstring) and every case's thresholds (``model``: the map T whose leave-one-out
     fit is shown, the trainer's default; ``normative``: the maps are normative, which sets T's slope prior unless
     ``prior`` is given; a prior applies to the contrast T only)."""
-    if prior is None or model != "contrast":
-        prior = slope_prior(model, normative)
+    contrast_prior = slope_prior("contrast", normative) if prior is None else prior
+    prior = contrast_prior if model == "contrast" else slope_prior(model, normative)
     amaps, brains, labels = _arrays(cases)
     gt = [dice_optimal_threshold(a, lab, b) for a, lab, b in zip(amaps, labels, brains)]
     tau_gt = np.array([g[0] if g else np.nan for g in gt])
@@ -235,11 +235,11 @@ def diagnose(cases: list[dict], model: str = "contrast", normative: bool = False
     mean_dice = np.array([np.mean([_dice(a, b, lab, t) for a, b, lab in zip(amaps, brains, labels)]) for t in grid])
     best_global = float(grid[int(np.argmax(mean_dice))])
     ok = np.isfinite(tau_gt) & (tau_gt > 0)
-    # what the contrast T's slope prior is made of (tau.CONTRAST_SLOPE_PRIOR): log tau*_GT on T's one log input
+    # what the contrast T's slope prior is made of (tau.slope_prior): log tau*_GT on T's one log input
     gt_slope = (float(np.polyfit(feats[ok, 0].numpy().astype(np.float64), np.log(tau_gt[ok]), 1)[0])
                 if feats.shape[1] == 1 and ok.sum() >= 3 else None)
     return {"rows": rows, "per_case": per_case, "n_cases": len(cases), "gt_slope": gt_slope, "model": model,
-            "normative": bool(normative), "slope_prior": prior,
+            "normative": bool(normative), "slope_prior": prior, "contrast_slope_prior": contrast_prior,
             "oracle_dice": float(np.nanmean([p["dice_at_tau_gt"] for p in per_case])),
             "tau_gt_range": [float(np.nanmin(tau_gt)), float(np.nanmax(tau_gt))],
             "best_global_tau": best_global, "best_global_dice": float(mean_dice.max())}
@@ -270,8 +270,8 @@ def feature_study(cases: list[dict], result: dict) -> list[dict]:
     for quantiles, contrast, hidden in FEATURE_STUDY:
         feats = torch.stack([_study_features(c, quantiles, contrast) for c in cases])
         row = {"quantiles": list(quantiles), "half_contrast": contrast, "hidden": hidden}
-        # the contrast T's own inputs are fitted as the trainer fits them (with its slope prior)
-        prior = result.get("slope_prior") if contrast and not quantiles and not hidden else None
+        # the contrast T's own inputs are fitted as the trainer fits them (with its slope prior, or --slope_prior)
+        prior = result.get("contrast_slope_prior") if contrast and not quantiles and not hidden else None
         for name, target in (("report_size", tau_size), ("tau_gt", tau_gt)):
             loo = leave_one_out(feats, target, hidden=hidden, slope_prior=prior)
             row[f"{name}_dice"] = float(np.mean([_dice(a, b, lab, t) for a, b, lab, t in zip(amaps, brains, labels, loo)
