@@ -226,7 +226,8 @@ def diagnose(cases: list[dict], model: str = "contrast", normative: bool = False
                      "dice_at_tau_p": float(np.mean(dice)) if dice else float("nan"),
                      "tau_p_range": [float(np.nanmin(taus)), float(np.nanmax(taus))] if np.isfinite(taus).any()
                      else [float("nan")] * 2,
-                     "loo_rho": _rho(loo, tau_gt), "loo_calibration": calibration_slope(loo, tau_gt), "loo_dice": float(np.mean(loo_dice)) if loo_dice else float("nan"),
+                     "loo_rho": _rho(loo, tau_gt), "loo_calibration": calibration_slope(loo, tau_gt),
+                     "loo_dice": float(np.mean(loo_dice)) if loo_dice else float("nan"),
                      "loo_range": [float(np.nanmin(loo)), float(np.nanmax(loo))] if np.isfinite(loo).any()
                      else [float("nan")] * 2})
         for p, t, lt in zip(per_case, taus, loo):
