@@ -34,15 +34,13 @@ DECAY_PER_EPOCH = 0.5 ** 0.5
 def mean_map_on_grid(maps: list[np.ndarray], brains: list[np.ndarray], spaces: list) -> np.ndarray:
     """Mean of stored-grid maps over the cases whose brain covers each voxel of the shared template grid (0 where
     none does), float32 ``(X, Y, Z)``; ``spaces``: each case's :class:`~blogrr_nnu.spatial.Crop`,
-    :class:`~blogrr_nnu.spatial.CaseSpace` or stored dict."""
-    crops = [Crop.of(sp) for sp in spaces]
-    total = np.zeros(crops[0].grid_shape, np.float64)
-    count = np.zeros(crops[0].grid_shape, np.float64)
-    for a, b, c in zip(maps, brains, crops):
-        inside = c.uncrop(np.asarray(b, np.float32)) > 0
-        total += np.where(inside, c.uncrop(np.asarray(a, np.float32)), 0.0)
-        count += inside
-    return (total / np.maximum(count, 1)).astype(np.float32)
+    :class:`~blogrr_nnu.spatial.CaseSpace` or stored dict. The same sums as a trainer's :class:`NormativeMaps`,
+    without the decay."""
+    nm = NormativeMaps()
+    for a, b, sp in zip(maps, brains, spaces):
+        nm.add(Crop.of(sp), np.asarray(a), np.asarray(b) > 0)
+    nm.update_mean()
+    return nm.mean
 
 
 def subtract(amap: torch.Tensor, mean_grid: np.ndarray | torch.Tensor, space, brain: torch.Tensor,
@@ -78,14 +76,16 @@ class NormativeMaps:
             self._crops[case_id] = Crop.of(stored, case_id)
         return self._crops[case_id]
 
+    def add(self, crop: Crop, amap: np.ndarray, brain: np.ndarray) -> None:
+        """Add one stored-grid map ``(*S)`` inside its boolean ``brain`` ``(*S)`` at weight 1."""
+        if self.sum is None:
+            self.sum, self.weight = np.zeros(crop.grid_shape), np.zeros(crop.grid_shape)
+        self.sum += crop.uncrop(np.where(brain, amap, 0.0).astype(np.float32))
+        self.weight += crop.uncrop(brain.astype(np.float32))
+
     def record(self, case, plain: torch.Tensor) -> None:
         """Add a healthy case's plain map ``(1, *S)`` (inside its brain) at weight 1."""
-        sp = self._crop(case.case_id, case.props.get("case_space"))
-        if self.sum is None:
-            self.sum, self.weight = np.zeros(sp.grid_shape), np.zeros(sp.grid_shape)
-        brain = case.brain[0].numpy() > 0
-        self.sum += sp.uncrop(np.where(brain, plain[0].numpy(), 0.0).astype(np.float32))
-        self.weight += sp.uncrop(brain.astype(np.float32))
+        self.add(self._crop(case.case_id, case.props.get("case_space")), plain[0].numpy(), case.brain[0].numpy() > 0)
 
     def decay(self) -> None:
         """One epoch older: every map recorded so far weighs :data:`DECAY_PER_EPOCH` times less."""
